@@ -7,16 +7,36 @@ stays fast and torch-free.
 
 from __future__ import annotations
 
-import sys
-
+import click
 import typer
+from typer.core import TyperGroup
 
 from recinet_cli.cli import featurize as featurize_cmd
 from recinet_cli.cli import plugins as plugins_cmd
 from recinet_cli.cli.common import console_err, state
 
+class _Group(TyperGroup):
+    """Turns :class:`~recinet_cli.errors.RecinetError` into one line on stderr and an exit code.
+
+    Doing it here (not in a wrapper around ``app()``) means ``CliRunner`` tests see exactly what
+    users see.
+    """
+
+    def invoke(self, ctx: click.Context) -> object:
+        from recinet_cli.errors import RecinetError
+
+        try:
+            return super().invoke(ctx)
+        except RecinetError as exc:
+            if state.debug:
+                raise
+            console_err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True, markup=True)
+            ctx.exit(exc.exit_code)
+
+
 app = typer.Typer(
     name="recinet",
+    cls=_Group,
     help="ReciNet: predict crystal properties from structure files.",
     no_args_is_help=True,
     add_completion=False,
@@ -48,31 +68,9 @@ app.command("featurize")(featurize_cmd.featurize)
 app.command("plugins")(plugins_cmd.plugins)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: run the app, turning user errors into one-line messages."""
-    from recinet_cli.errors import RecinetError
-
-    try:
-        app(args=argv, standalone_mode=False)
-    except RecinetError as exc:
-        if state.debug:
-            raise
-        console_err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        console_err.print("interrupted")
-        sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors and friends
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
-        raise
+def main() -> None:
+    """Console-script entry point."""
+    app()
 
 
 if __name__ == "__main__":  # pragma: no cover

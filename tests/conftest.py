@@ -1,0 +1,50 @@
+"""Shared fixtures: paths to the real data in ``../shared/data`` and isolated user dirs."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+TEST_DATA = ROOT / "tests" / "data"
+
+
+def shared_path(*parts: str) -> Path:
+    """A file under ``../shared/data``; the test is skipped (with the reason) when absent."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data not available: {path} (see ../shared/data/README.md)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def jarvis_entries() -> list[dict[str, Any]]:
+    """The 1,743 real JARVIS dft_3d entries (``jid``, ``atoms``, targets, official splits)."""
+    with gzip.open(shared_path("jarvis", "dft_3d_subset_1743.json.gz"), "rt") as fh:
+        return json.load(fh)
+
+
+def jarvis_cell(entry: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(lattice [3,3], wrapped fractional coords [N,3], element symbols) of a JARVIS entry."""
+    a = entry["atoms"]
+    lattice = np.asarray(a["lattice_mat"], dtype=np.float64)
+    coords = np.asarray(a["coords"], dtype=np.float64)
+    frac = np.linalg.solve(lattice.T, coords.T).T if a["cartesian"] else coords
+    frac = frac - np.floor(frac)
+    frac[frac >= 1.0] = 0.0
+    return lattice, frac, list(a["elements"])
+
+
+@pytest.fixture(autouse=True)
+def _isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point every user directory (cache, data, config) at a temporary folder."""
+    home = tmp_path_factory.mktemp("home")
+    for var in ("XDG_CACHE_HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME"):
+        monkeypatch.setenv(var, str(home / var.lower()))
+    monkeypatch.setenv("RECINET_HOME", str(home / "recinet"))
