@@ -12,6 +12,7 @@ import typer
 from typer.core import TyperGroup
 
 from recinet_cli.cli import featurize as featurize_cmd
+from recinet_cli.cli.bench import bench_app
 from recinet_cli.cli import plugins as plugins_cmd
 from recinet_cli.cli.common import console_err, state
 
@@ -66,6 +67,7 @@ def _root(
 
 app.command("featurize")(featurize_cmd.featurize)
 app.command("plugins")(plugins_cmd.plugins)
+app.add_typer(bench_app, name="bench")
 
 
 def main() -> None:

@@ -39,13 +39,16 @@ class GraphParams:
     Attributes:
         cutoff: initial search radius in Å (the reference's 4 Å; the radius grows as needed).
         max_neighbors: k of the k-nearest-neighbour rule (16).
-        tie_tol: distances within this many Å of the k-th one count as ties (kept).
+        tie_tol: distances within this many Å of the k-th one count as ties (kept). The
+            default 1e-8 Å only absorbs float noise (rotation, re-basing, ~1e-12 Å); a larger
+            value such as 1e-4 Å would merge physically distinct near-ties of relaxed DFT
+            structures and change most graphs relative to the reference.
         min_dist: candidates at or below this distance (Å) are excluded (reference bond_tol).
     """
 
     cutoff: float = 4.0
     max_neighbors: int = 16
-    tie_tol: float = 1e-4
+    tie_tol: float = 1e-8
     min_dist: float = OVERLAP_DISTANCE
 
     def __post_init__(self) -> None:

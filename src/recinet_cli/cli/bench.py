@@ -1,0 +1,92 @@
+"""``recinet bench``: benchmark commands that print figures (and write JSON)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import typer
+
+from recinet_cli.cli.common import console
+
+bench_app = typer.Typer(help="Benchmarks: graph construction, featurize throughput.", no_args_is_help=True)
+
+_SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data"
+
+
+def _default(*parts: str) -> Path:
+    return _SHARED.joinpath(*parts)
+
+
+def _write_json(path: Path | None, payload: dict[str, object]) -> None:
+    if path is not None:
+        path.write_text(json.dumps(payload, indent=2, default=float))
+        console.print(f"wrote {path}", highlight=False)
+
+
+@bench_app.command("graphs")
+def graphs(
+    data: Path = typer.Option(
+        _default("jarvis", "dft_3d_subset_1743.json.gz"), "--data", help="JARVIS dft_3d-style json.gz."
+    ),
+    limit: int = typer.Option(0, "--limit", help="Use only the first N structures (0 = all)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the figures to this JSON file."),
+) -> None:
+    """Graph construction: ours vs the jarvis-tools reference, same structures, same run."""
+    from rich.table import Table
+
+    from recinet_cli.bench.graphs import run_graph_bench
+    from recinet_cli.errors import RecinetError
+    from recinet_cli.structures.graph import GraphParams
+
+    if not data.exists():
+        raise RecinetError(f"{data}: no such file (pass --data)")
+    r = run_graph_bench(str(data), limit or None)
+    params = GraphParams()
+    t = Table(title=f"graph construction on {r.structures:,} JARVIS structures ({r.atoms:,} atoms, {r.edges:,} edges)")
+    t.add_column("")
+    t.add_column("value", justify="right")
+    t.add_row("ours (s, summed)", f"{r.seconds_ours:.3f}")
+    t.add_row("jarvis-tools reference (s, summed)", f"{r.seconds_reference:.3f}")
+    t.add_row("speed-up", f"{r.speedup:.1f}x")
+    t.add_row("identical edge multisets", f"{r.identical:,}")
+    t.add_row(f"differ only by ties within tie_tol={params.tie_tol:g} Å", f"{r.tie_supersets:,}")
+    t.add_row("other differences", f"{r.other_differences:,}")
+    t.add_row("max |tie distance - k-th distance| (Å)", f"{r.max_tie_gap:.2e}")
+    t.add_row("max edge-length difference (Å)", f"{r.max_distance_error:.2e}")
+    console.print(t)
+    _write_json(json_out, r.as_dict())
+
+
+@bench_app.command("featurize")
+def featurize(
+    data: Path = typer.Option(_default("mp", "mp_36k.jsonl.gz"), "--data", help="MP jsonl.gz with a 'cif' field."),
+    n: int = typer.Option(5000, "-n", help="Number of structures (written as CIF files)."),
+    workers: int = typer.Option(0, "--workers", "-j", help="Worker processes for both sides (0 = all cores)."),
+    workdir: Path | None = typer.Option(None, "--workdir", help="Where to write the CIFs and outputs (default: a temp dir)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the figures to this JSON file."),
+) -> None:
+    """Featurize throughput from CIF files vs the pymatgen parse-only floor; peak memory by size."""
+    from rich.table import Table
+
+    from recinet_cli.bench.featurize import run_featurize_bench
+    from recinet_cli.errors import RecinetError
+
+    if not data.exists():
+        raise RecinetError(f"{data}: no such file (pass --data)")
+    w = workers or (os.cpu_count() or 1)
+    with tempfile.TemporaryDirectory(prefix="recinet-bench-") as tmp:
+        r = run_featurize_bench(str(data), n, w, str(workdir or tmp))
+    t = Table(title=f"featurize {r.structures:,} MP CIF files with {w} workers")
+    t.add_column("")
+    t.add_column("value", justify="right")
+    t.add_row("parse-only floor (s)", f"{r.floor_seconds:.2f}")
+    t.add_row("recinet featurize (s)", f"{r.featurize_seconds:.2f}")
+    t.add_row("ratio (goal <= 1.5)", f"{r.ratio:.2f}")
+    t.add_row("throughput (structures/s)", f"{r.structures / r.featurize_seconds:,.0f}")
+    for k, mb in sorted(r.peak_rss_mb.items()):
+        t.add_row(f"peak RSS, {k:,} structures (MiB)", f"{mb:,.0f}")
+    console.print(t)
+    _write_json(json_out, r.as_dict())
