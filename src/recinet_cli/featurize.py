@@ -19,6 +19,7 @@ The output path therefore only ever holds a complete, valid file (or nothing yet
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import multiprocessing as mp
 import os
@@ -83,7 +84,7 @@ class FeaturizeReport:
     total_stored: int = 0
     total_failed: int = 0
     failures: list[ReadFailure] = field(default_factory=list)
-    unmatched_labels: int = 0
+    unlabelled: int = 0
 
 
 class Progress(Protocol):
@@ -292,6 +293,8 @@ def _prepare(cfg: FeaturizeConfig, labels: Labels | None) -> _RunState:
         shutil.rmtree(partial, ignore_errors=True)
         if os.path.exists(output):
             os.remove(output)
+    for stale in glob.glob(glob.escape(output) + ".tmp-*"):
+        os.remove(stale)  # a merge that was killed before its rename
     done: set[str] = set()
     ids: dict[str, str] = {}
     merged: list[str] = []
@@ -435,7 +438,6 @@ def featurize(cfg: FeaturizeConfig, progress: Progress | None = None) -> Featuri
     report.files_skipped = len(files) - len(todo)
     params = cfg.params.as_dict()
     n_targets = len(labels.names) if labels else 0
-    matched_labels: set[str] = set()
 
     batch = GraphBatch(n_targets=n_targets)
     last_flush = time.monotonic()
@@ -452,8 +454,7 @@ def featurize(cfg: FeaturizeConfig, progress: Progress | None = None) -> Featuri
                     n_bad += 1
                     continue
                 targets = labels.lookup(r.id) if labels else None
-                if targets is not None:
-                    matched_labels.add(r.id)
+                report.unlabelled += labels is not None and targets is None
                 batch.add_graph(r.id, r.source, r.formula, r.lattice, r.numbers, r.frac, r.edge_index, r.edge_image, targets)
                 state.ids[r.id] = r.source
                 report.atoms += len(r.numbers)
@@ -479,7 +480,5 @@ def featurize(cfg: FeaturizeConfig, progress: Progress | None = None) -> Featuri
     with GraphStore(cfg.output) as store:
         report.total_stored = len(store)
     report.total_failed = _write_failures_csv(cfg.output, report.failures_csv)
-    if labels:
-        report.unmatched_labels = len({k for k in labels.values if k not in matched_labels and k in labels.values}) - len(matched_labels)
     report.seconds = time.perf_counter() - t0
     return report

@@ -40,6 +40,7 @@ def featurize(
     max_neighbors: int = typer.Option(16, "--max-neighbors", min=1, help="k of the k-nearest-neighbour graph."),
     cutoff: float = typer.Option(4.0, "--cutoff", min=0.1, help="Initial neighbour search radius in Å (grows as needed)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over: delete the output and any interrupted run."),
+    shard_size: int = typer.Option(512, "--shard-size", min=1, hidden=True, help="Structures per checkpoint shard."),
 ) -> None:
     """Featurize structure files into periodic graphs in an HDF5 store.
 
@@ -60,6 +61,7 @@ def featurize(
         disorder=disorder.value,
         labels=os.fspath(labels) if labels else None,
         overwrite=overwrite,
+        shard_size=shard_size,
     )
     report = run(cfg, progress=make_progress("featurizing"))
     for f in report.failures:
@@ -84,6 +86,8 @@ def _summary(report: object) -> None:
         table.add_row("input files already done", f"{r.files_skipped:,}", "")
     table.add_row("structures stored", f"{r.stored:,}", f"{r.total_stored:,}")
     table.add_row("failed", f"{r.failed:,}", f"{r.total_failed:,}")
+    if r.unlabelled:
+        table.add_row("stored without a label", f"{r.unlabelled:,}", "")
     table.add_row("atoms", f"{r.atoms:,}", "")
     table.add_row("edges", f"{r.edges:,}", "")
     rate = r.stored / r.seconds if r.seconds > 0 else 0.0

@@ -172,7 +172,7 @@ def discover_inputs(
             if len(files) == before:
                 failures.append(ReadFailure(display_path(item), "", "directory contains no structure files"))
         elif os.path.exists(item):
-            add(item, os.path.dirname(item) or ".", explicit=True)
+            add(item, None, explicit=True)  # --id-from path: the path as given, like a glob match
         elif glob.has_magic(item):
             matches = sorted(glob.glob(item, recursive=True))
             if not matches:
@@ -346,28 +346,68 @@ def _read_poscar(f: InputFile, options: ReadOptions) -> Iterator[Result]:
     from pymatgen.io.vasp import Poscar
 
     text = _read_text(f.path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         try:
             poscar = Poscar.from_str(text, read_velocities=False)
         except Exception as exc:
             raise StructureError(f"cannot parse POSCAR: {one_line(exc)}") from exc
+    # Without a species line (VASP 4) pymatgen silently invents elements (H, He, Li...).
+    if any("cannot be determined" in str(w.message) for w in caught):
+        raise StructureError("POSCAR has no species line (VASP 4 format): element symbols are unknown")
     yield from_pymatgen(poscar.structure, f.id_base, f.display, options)
 
 
-def _read_extxyz(f: InputFile, options: ReadOptions) -> Iterator[Result]:
+def _xyz_frames(text: str) -> list[str]:
+    """Split extxyz text into frame texts the way ASE scans it (count, comment, atoms, VEC lines).
+
+    A line where a frame count is expected but which is not one starts a last, broken frame.
+    """
+    lines = io.StringIO(text).readlines()
+    frames: list[str] = []
+    i = 0
+    while i < len(lines) and lines[i].strip():
+        try:
+            natoms = int(lines[i])
+        except ValueError:
+            if not frames:
+                raise StructureError(
+                    f"cannot parse extxyz: expected an atom count on line 1, got {one_line(lines[i])[:40]!r}"
+                ) from None
+            frames.append("".join(lines[i:]))
+            break
+        j = i + 2 + max(natoms, 0)
+        while j < len(lines) and lines[j].lstrip().startswith("VEC"):
+            j += 1
+        frames.append("".join(lines[i:j]))
+        i = j
+    return frames
+
+
+def _crystal_from_xyz_frame(text: str, sid: str, source: str) -> Crystal:
+    from ase.data import atomic_numbers
     from ase.io import read
 
-    text = _read_text(f.path)
     try:
-        frames = read(io.StringIO(text), index=":", format="extxyz")
+        atoms = read(io.StringIO(text), index=0, format="extxyz")
+    except KeyError as exc:  # ASE's symbol lookup: KeyError('Xx')
+        key = exc.args[0] if exc.args else None
+        if isinstance(key, str) and key not in atomic_numbers and re.fullmatch(r"[A-Z][a-z]{0,2}", key):
+            raise StructureError(f"unknown element symbol {key!r}") from None
+        raise StructureError(f"cannot parse extxyz: {one_line(exc)}") from exc
     except Exception as exc:
         raise StructureError(f"cannot parse extxyz: {one_line(exc)}") from exc
+    return from_ase(atoms, sid, source)
+
+
+def _read_extxyz(f: InputFile, options: ReadOptions) -> Iterator[Result]:
+    text = _read_text(f.path)
+    frames = _xyz_frames(text)  # one frame at a time, so that a bad frame fails alone
     if not frames:
         raise StructureError("cannot parse extxyz: no frames")
-    for i, atoms in enumerate(frames):
+    for i, frame in enumerate(frames):
         sid, source = f"{f.id_base}#{i}", f"{f.display}#{i}"
-        yield _guard(lambda atoms=atoms, sid=sid, source=source: from_ase(atoms, sid, source), source, sid)
+        yield _guard(lambda frame=frame, sid=sid, source=source: _crystal_from_xyz_frame(frame, sid, source), source, sid)
 
 
 def _json_entries(obj: Any, base: str) -> list[tuple[str, Any]]:
