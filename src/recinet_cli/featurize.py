@@ -398,6 +398,15 @@ def _merge(cfg: FeaturizeConfig, state: _RunState, labels: Labels | None, extra_
     shutil.rmtree(state.partial_dir, ignore_errors=True)
 
 
+def _new_failures(output: str, failures: list[ReadFailure]) -> bool:
+    """Whether some of ``failures`` are not recorded in ``output`` yet."""
+    from recinet_cli.store.reader import GraphStore
+
+    with GraphStore(output) as store:
+        known = {(source, reason) for source, _id, reason in store.failures()}
+    return any((f.source, f.reason) not in known for f in failures)
+
+
 def _write_failures_csv(output: str, path: str) -> int:
     from recinet_cli.store.reader import GraphStore
 
@@ -474,8 +483,12 @@ def featurize(cfg: FeaturizeConfig, progress: Progress | None = None) -> Featuri
     finally:
         progress.stop()
     report.failed += len(discovery_failures)
-    _merge(cfg, state, labels, discovery_failures)
     from recinet_cli.store.reader import GraphStore
+
+    if state.shards or not os.path.exists(cfg.output) or _new_failures(cfg.output, discovery_failures):
+        _merge(cfg, state, labels, discovery_failures)
+    else:  # nothing new: keep the file as it is
+        shutil.rmtree(state.partial_dir, ignore_errors=True)
 
     with GraphStore(cfg.output) as store:
         report.total_stored = len(store)

@@ -205,33 +205,27 @@ def test_mp_p1_cifs_from_jsonl(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def test_jarvis_poscars_match_the_jarvis_entries(jarvis_entries: list[dict[str, Any]]) -> None:
-    """The 50 ALIGNN sample POSCARs that are in the JARVIS subset have the same cell and sites."""
+def test_jarvis_poscars_match_ase_and_jarvis(jarvis_entries: list[dict[str, Any]]) -> None:
+    """All 70 ALIGNN sample POSCARs agree with ASE's reader; the 50 that are in the JARVIS
+    subset have its composition (the cells are from another JARVIS release, so not compared)."""
+    from ase.io import read
+    from pymatgen.core import Composition
+
     folder = shared_path("samples", "alignn_poscars")
     crystals, failures = read_structures([folder])
     assert failures == []
     assert len(crystals) == 70
-    assert all(c.id.startswith("POSCAR-JVASP-") for c in crystals)
     by_jid = {e["jid"]: e for e in jarvis_entries}
     compared = 0
     for c in crystals:
+        assert c.id.startswith("POSCAR-JVASP-")
+        ref = read(str(folder / f"{c.id}.vasp"), format="vasp")
+        same_sites(c, ref.cell.array, ref.get_scaled_positions(wrap=False), ref.get_chemical_symbols())
         entry = by_jid.get(c.id.removeprefix("POSCAR-"))
-        if entry is None:
-            continue
-        lattice, frac, elements = jarvis_cell(entry)
-        same_sites(c, lattice, frac, elements)
-        compared += 1
+        if entry is not None:
+            assert Composition(c.formula) == Composition(" ".join(entry["atoms"]["elements"]))
+            compared += 1
     assert compared == 50
-
-
-def test_poscar_matches_ase() -> None:
-    from ase.io import read
-
-    path = poscar_path()
-    c = read_one(path)
-    ref = read(str(path), format="vasp")
-    assert c.id == "POSCAR-JVASP-90856"
-    same_sites(c, ref.cell.array, ref.get_scaled_positions(wrap=False), ref.get_chemical_symbols())
 
 
 @pytest.mark.parametrize("name", ["POSCAR", "CONTCAR", "CONTCAR_relaxed", "POSCAR.gz", "x.poscar", "x.vasp"])
@@ -370,7 +364,6 @@ def test_pymatgen_structure_json(tmp_path: Path) -> None:
 def test_jarvis_atoms_dict_entry_and_list(tmp_path: Path, jarvis_entries: list[dict[str, Any]]) -> None:
     """A bare ``atoms`` dict (id = stem), a dft_3d entry (id = jid) and a list (ids = jids)."""
     entries = jarvis_entries[:3]
-    assert any(e["atoms"]["cartesian"] for e in entries) or not any(e["atoms"]["cartesian"] for e in entries)
     (tmp_path / "bare.json").write_text(json.dumps(entries[0]["atoms"]))
     (tmp_path / "entry.json").write_text(json.dumps(entries[1]))
     (tmp_path / "many.json").write_text(json.dumps(entries))
@@ -580,22 +573,22 @@ def test_majority_drops_mostly_vacant_sites(tmp_path: Path) -> None:
     assert c.formula == "Cl4"
 
 
-def test_mixed_site_from_pymatgen(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("na", "k"), [(0.6, 0.4), (0.3, 0.7), (0.5, 0.5)])
+def test_mixed_site_from_pymatgen(tmp_path: Path, na: float, k: float) -> None:
+    """Real NaCl with the Na sites replaced by an Na/K mixture (pymatgen Structure JSON)."""
     from pymatgen.core import Structure
 
     st = Structure.from_str(cod_cif(), fmt="cif")
-    st.replace_species({st[0].specie: {"Na": 0.6, "K": 0.4}})
+    st.replace_species({st[0].specie: {"Na": na, "K": k}})
     path = tmp_path / "mixed.json"
     path.write_text(json.dumps(st.as_dict()))
     f = read_failure(path)
-    assert "Na:0.6" in f.reason and "K:0.4" in f.reason
-    c = read_one(path, MAJORITY)
-    assert c.formula == "Na4 Cl4"
-
-    st.replace_species({st[0].species: {"Na": 0.5, "K": 0.5}})
-    path.write_text(json.dumps(st.as_dict()))
-    assert "disordered site" in read_failure(path).reason
-    assert set(symbols(read_one(path, MAJORITY))) in ({"Na", "Cl"}, {"K", "Cl"})
+    assert f.reason.startswith("disordered site") and f"Na:{na:g}" in f.reason and f"K:{k:g}" in f.reason
+    kept = set(symbols(read_one(path, MAJORITY)))
+    if na == k:  # a tie: either species, but a real one
+        assert kept in ({"Na", "Cl"}, {"K", "Cl"})
+    else:
+        assert kept == {"Na" if na > k else "K", "Cl"}
 
 
 @pytest.mark.parametrize("fmt", ["cif", "poscar", "jarvis", "pymatgen"])
@@ -622,7 +615,7 @@ def test_unknown_element_symbol(tmp_path: Path, fmt: str, jarvis_entries: list[d
         path.write_text(json.dumps(d))
     f = read_failure(path)
     assert f.id == "x"
-    assert "Xx" in f.reason and ("unknown element" in f.reason or "invalid" in f.reason)
+    assert f.reason == "unknown element symbol 'Xx'"
 
 
 def test_element_outside_the_embedding_table() -> None:
