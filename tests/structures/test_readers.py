@@ -719,6 +719,7 @@ def test_zero_volume_inputs_fail_in_every_format(tmp_path: Path, jarvis_entries:
         ("zeros.cif", bytes(range(256)) * 4, "binary data, not a text structure file"),
         ("noise.xyz", bytes(range(1, 256)) * 4, "cannot parse extxyz"),
     ],
+    ids=["empty", "blank", "nul-bytes", "noise"],
 )
 def test_unreadable_content(tmp_path: Path, name: str, data: bytes, reason: str) -> None:
     path = tmp_path / name

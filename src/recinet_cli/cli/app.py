@@ -14,7 +14,7 @@ from typer.core import TyperGroup
 from recinet_cli.cli import featurize as featurize_cmd
 from recinet_cli.cli.bench import bench_app
 from recinet_cli.cli import plugins as plugins_cmd
-from recinet_cli.cli.common import console_err, state
+from recinet_cli.cli.common import print_error, state
 
 class _Group(TyperGroup):
     """Turns :class:`~recinet_cli.errors.RecinetError` into one line on stderr and an exit code.
@@ -31,7 +31,7 @@ class _Group(TyperGroup):
         except RecinetError as exc:
             if state.debug:
                 raise
-            console_err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True, markup=True)
+            print_error(str(exc))
             ctx.exit(exc.exit_code)
 
 

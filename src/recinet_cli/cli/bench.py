@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from recinet_cli.cli.common import console
+from recinet_cli.cli.common import console, print_plain
 
 bench_app = typer.Typer(help="Benchmarks: graph construction, featurize throughput.", no_args_is_help=True)
 
@@ -23,7 +23,7 @@ def _default(*parts: str) -> Path:
 def _write_json(path: Path | None, payload: dict[str, object]) -> None:
     if path is not None:
         path.write_text(json.dumps(payload, indent=2, default=float))
-        console.print(f"wrote {path}", highlight=False)
+        print_plain(f"wrote {path}")
 
 
 @bench_app.command("graphs")

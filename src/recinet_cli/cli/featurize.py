@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from recinet_cli.cli.common import console, console_err
+from recinet_cli.cli.common import console, console_err, print_error, print_failure, print_plain
 
 
 class IdFrom(str, Enum):
@@ -38,7 +38,7 @@ def featurize(
     suffix_duplicates: bool = typer.Option(False, "--suffix-duplicates", help="Make duplicate ids unique (-2, -3...) instead of failing."),
     disorder: Disorder = typer.Option(Disorder.fail, "--disorder", help="Partially occupied sites: fail, or keep the majority species."),
     max_neighbors: int = typer.Option(16, "--max-neighbors", min=1, help="k of the k-nearest-neighbour graph."),
-    cutoff: float = typer.Option(4.0, "--cutoff", min=0.1, help="Initial neighbour search radius in Å (grows as needed)."),
+    cutoff: float = typer.Option(4.0, "--cutoff", min=0.1, help="Initial neighbour search radius in Å, as in the reference (it grows until every atom has k candidates, so the edges do not depend on it)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over: delete the output and any interrupted run."),
     shard_size: int = typer.Option(512, "--shard-size", min=1, hidden=True, help="Structures per checkpoint shard."),
 ) -> None:
@@ -66,18 +66,19 @@ def featurize(
     report = run(cfg, progress=make_progress("featurizing"))
     for f in report.failures:
         where = f.source + (f" [{f.id}]" if f.id and f.id not in f.source else "")
-        console_err.print(f"[yellow]failed:[/] {where}: {f.reason}", highlight=False, soft_wrap=True)
+        print_failure(where, f.reason)
     _summary(report)
     if report.total_stored == 0:
-        console_err.print(f"[bold red]error:[/] no structure could be stored (see {report.failures_csv})", highlight=False)
+        print_error(f"no structure could be stored (see {report.failures_csv})")
         raise typer.Exit(1)
 
 
 def _summary(report: object) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     r = report
-    table = Table(title=f"recinet featurize → {r.output}", show_header=True, header_style="bold")
+    table = Table(title=escape(f"recinet featurize → {r.output}"), show_header=True, header_style="bold")
     table.add_column("")
     table.add_column("this run", justify="right")
     table.add_column("in file", justify="right")
@@ -94,7 +95,7 @@ def _summary(report: object) -> None:
     table.add_row("time", f"{r.seconds:.1f} s ({rate:,.0f} structures/s)", "")
     console.print(table)
     if r.total_failed:
-        console.print(f"failures listed in {r.failures_csv}", highlight=False)
+        print_plain(f"failures listed in {r.failures_csv}")
 
 
 class _RichProgress:

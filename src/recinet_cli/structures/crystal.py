@@ -85,7 +85,7 @@ class Crystal:
         from pymatgen.core import Composition, Element
 
         uniq, counts = np.unique(self.numbers, return_counts=True)
-        comp = Composition({Element.from_Z(int(z)): int(c) for z, c in zip(uniq, counts)})
+        comp = Composition({Element.from_Z(int(z)): int(c) for z, c in zip(uniq, counts, strict=True)})
         return comp.formula
 
     def with_id(self, new_id: str) -> Crystal:

@@ -337,7 +337,7 @@ def _read_cif(f: InputFile, options: ReadOptions) -> Iterator[Result]:
     if not structures:
         raise StructureError("cannot parse CIF: no structure in file")
     ids = _multi_ids(f.id_base, len(structures))
-    for i, (sid, st) in enumerate(zip(ids, structures)):
+    for i, (sid, st) in enumerate(zip(ids, structures, strict=True)):
         source = f.display if len(structures) == 1 else f"{f.display}#{i}"
         yield _guard(lambda st=st, sid=sid, source=source: from_pymatgen(st, sid, source, options), source, sid)
 
@@ -417,7 +417,7 @@ def _json_entries(obj: Any, base: str) -> list[tuple[str, Any]]:
         if "structure" not in cols:
             raise StructureError("pandas-split JSON without a 'structure' column")
         k = cols.index("structure")
-        return [(str(idx), row[k]) for idx, row in zip(obj["index"], obj["data"])]
+        return [(str(idx), row[k]) for idx, row in zip(obj["index"], obj["data"], strict=False)]
     if isinstance(obj, list):
         if not obj:
             raise StructureError("JSON list is empty")
