@@ -358,7 +358,7 @@ def _write_shard(state: _RunState, batch: object, params: dict[str, object], lab
     tmp = final + ".tmp"
     names = list(labels.names) if labels else []
     units = list(labels.units) if labels else []
-    with create_store(tmp, params, names, units) as h5:
+    with create_store(tmp, params, names, units, compress=False) as h5:
         append_batch(h5, batch)  # type: ignore[arg-type]
     _fsync_path(tmp)
     os.replace(tmp, final)

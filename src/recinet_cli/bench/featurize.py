@@ -7,7 +7,7 @@ processes, so start-up and import costs are included on both sides:
   CIF parser (exactly the parser call ``recinet featurize`` makes) and does nothing else;
 * ours: ``recinet featurize DIR -o OUT.h5 --workers W``.
 
-Peak memory is the largest summed RSS of the command's process tree (sampled every 20 ms),
+Peak memory is the largest summed RSS of the command's process tree (sampled every 100 ms),
 measured at several input sizes to show that it does not grow with the number of structures.
 """
 
@@ -64,7 +64,7 @@ def parse_floor(files: list[str], workers: int) -> int:
         return sum(pool.imap(_parse, files, chunksize=max(1, min(16, len(files) // (workers * 8)))))
 
 
-def measure(cmd: list[str], interval: float = 0.02) -> tuple[float, int]:
+def measure(cmd: list[str], interval: float = 0.1) -> tuple[float, int]:
     """Run ``cmd``; return (wall seconds, peak summed RSS in bytes of its process tree)."""
     import psutil
 

@@ -12,9 +12,10 @@ import typer
 from typer.core import TyperGroup
 
 from recinet_cli.cli import featurize as featurize_cmd
-from recinet_cli.cli.bench import bench_app
 from recinet_cli.cli import plugins as plugins_cmd
+from recinet_cli.cli.bench import bench_app
 from recinet_cli.cli.common import print_error, state
+
 
 class _Group(TyperGroup):
     """Turns :class:`~recinet_cli.errors.RecinetError` into one line on stderr and an exit code.

@@ -135,10 +135,16 @@ def create_store(
     target_names: Sequence[str] = (),
     target_units: Sequence[str] = (),
     extra_attrs: dict[str, Any] | None = None,
+    compress: bool = True,
 ) -> h5py.File:
-    """Create an empty store at ``path`` (truncating) and return it open for writing."""
+    """Create an empty store at ``path`` (truncating) and return it open for writing.
+
+    ``compress=False`` is for short-lived files (resume shards): they are written once and
+    read once, so compressing them would only cost time.
+    """
     from recinet_cli import __version__
 
+    comp = _COMPRESSION if compress else {}
     h5 = h5py.File(path, "w")
     h5.attrs["schema"] = SCHEMA
     h5.attrs["schema_version"] = SCHEMA_VERSION
@@ -151,20 +157,20 @@ def create_store(
     for key, value in (extra_attrs or {}).items():
         h5.attrs[key] = value
     for name in STRING_DATASETS:
-        h5.create_dataset(name, shape=(0,), maxshape=(None,), dtype=_STR, chunks=_chunk(name, ()), **_COMPRESSION)
+        h5.create_dataset(name, shape=(0,), maxshape=(None,), dtype=_STR, chunks=_chunk(name, ()), **comp)
     for name, (trailing, dtype) in ARRAY_DATASETS.items():
         h5.create_dataset(
             name, shape=(0, *trailing), maxshape=(None, *trailing), dtype=dtype,
-            chunks=_chunk(name, trailing), **_COMPRESSION,
+            chunks=_chunk(name, trailing), **comp,
         )
     n_t = len(target_names)
     h5.create_dataset(
         "structures/targets", shape=(0, n_t), maxshape=(None, n_t), dtype=np.float64,
         chunks=(CHUNK_ROWS["structures"], max(n_t, 1)) if n_t else None,
-        **(_COMPRESSION if n_t else {}),
+        **(comp if n_t else {}),
     )
     for name in POINTER_DATASETS:
-        h5.create_dataset(name, data=np.zeros(1, np.int64), maxshape=(None,), chunks=(4096,), **_COMPRESSION)
+        h5.create_dataset(name, data=np.zeros(1, np.int64), maxshape=(None,), chunks=(4096,), **comp)
     return h5
 
 
@@ -192,7 +198,7 @@ def append_batch(h5: h5py.File, batch: GraphBatch) -> None:
         _extend(ptr, last + np.cumsum(np.asarray(counts, dtype=np.int64)))
 
 
-def iter_batches(h5: h5py.File, rows: int = 4096) -> Iterator[GraphBatch]:
+def iter_batches(h5: h5py.File, rows: int = 1024) -> Iterator[GraphBatch]:
     """Read a store back as batches of at most ``rows`` structures (memory stays bounded).
 
     Failures and processed inputs come with the first batch.
