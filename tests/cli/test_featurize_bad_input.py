@@ -17,10 +17,10 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from click.testing import Result
 from typer.testing import CliRunner
 
 from recinet_cli.cli.app import app
@@ -104,7 +104,7 @@ def make_corpus(root: Path) -> Path:
     return d
 
 
-def featurize(*args: str, workers: int = 1) -> Result:
+def featurize(*args: str, workers: int = 1) -> Any:
     return CliRunner().invoke(app, ["featurize", *args, "--workers", str(workers)])
 
 

@@ -7,7 +7,6 @@ stays fast and torch-free.
 
 from __future__ import annotations
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -24,7 +23,7 @@ class _Group(TyperGroup):
     users see.
     """
 
-    def invoke(self, ctx: click.Context) -> object:
+    def invoke(self, ctx: typer.Context) -> object:
         from recinet_cli.errors import RecinetError
 
         try:
