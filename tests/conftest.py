@@ -23,6 +23,23 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+def cod_cif(name: str = "1000041.cif") -> str:
+    """Text of one of the real COD CIFs (``1000041.cif`` is rock-salt NaCl, Fm-3m)."""
+    return shared_path("samples", "cgcnn_cifs", name).read_text()
+
+
+def edited_nacl(old: str, new: str) -> str:
+    """The real NaCl CIF with one piece of text replaced (to make broken variants)."""
+    text = cod_cif()
+    assert old in text, "the COD file changed; update the test"
+    return text.replace(old, new)
+
+
+def poscar_path(jid: str = "JVASP-90856") -> Path:
+    """One of the 70 real JARVIS POSCAR files."""
+    return shared_path("samples", "alignn_poscars", f"POSCAR-{jid}.vasp")
+
+
 @pytest.fixture(scope="session")
 def jarvis_entries() -> list[dict[str, Any]]:
     """The 1,743 real JARVIS dft_3d entries (``jid``, ``atoms``, targets, official splits)."""

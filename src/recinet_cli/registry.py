@@ -222,6 +222,13 @@ def _instantiate(kind: str, entry: PluginEntry) -> object:
         ) from exc
 
 
+def _get(kind: str, group: str, name: str) -> object:
+    installed = discover(group)
+    if name not in installed:
+        raise _unknown(kind, name, installed)
+    return _instantiate(kind, installed[name])
+
+
 def get_dataset(name: str) -> DatasetPlugin:
     """An instance of the dataset plugin ``name``.
 
@@ -229,24 +236,13 @@ def get_dataset(name: str) -> DatasetPlugin:
         PluginError: unknown name (the message lists what is installed), or the plugin
             cannot be instantiated.
     """
-    installed = discover(DATASETS_GROUP)
-    if name not in installed:
-        raise _unknown("dataset", name, installed)
-    plugin = _instantiate("dataset", installed[name])
+    plugin = _get("dataset", DATASETS_GROUP, name)
     assert isinstance(plugin, DatasetPlugin)
     return plugin
 
 
 def get_head(name: str) -> HeadPlugin:
-    """An instance of the head plugin ``name``.
-
-    Raises:
-        PluginError: unknown name (the message lists what is installed), or the plugin
-            cannot be instantiated.
-    """
-    installed = discover(HEADS_GROUP)
-    if name not in installed:
-        raise _unknown("head", name, installed)
-    plugin = _instantiate("head", installed[name])
+    """An instance of the head plugin ``name`` (errors as :func:`get_dataset`)."""
+    plugin = _get("head", HEADS_GROUP, name)
     assert isinstance(plugin, HeadPlugin)
     return plugin

@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 
 from recinet_cli.cli.app import app
 from recinet_cli.store.reader import GraphStore
-from tests.conftest import shared_path
+from tests.conftest import cod_cif, edited_nacl, poscar_path, shared_path
 
 NA_SITE = "Na1 Na1+ 4 a 0. 0. 0. 1. 0 d"
 CL_SITE = "Cl1 Cl1- 4 b 0.5 0.5 0.5 1. 0 d"
@@ -54,18 +54,7 @@ BAD_FILES = {
 # --------------------------------------------------------------------------------------
 
 
-def cif(name: str = "1000041.cif") -> str:
-    return shared_path("samples", "cgcnn_cifs", name).read_text()
 
-
-def nacl_with(old: str, new: str) -> str:
-    text = cif()
-    assert old in text, "the COD file changed; update the test"
-    return text.replace(old, new)
-
-
-def poscar(jid: str = "JVASP-90856") -> Path:
-    return shared_path("samples", "alignn_poscars", f"POSCAR-{jid}.vasp")
 
 
 def write_bytes_name(directory: Path, name: bytes, data: bytes) -> bytes:
@@ -81,8 +70,8 @@ def make_corpus(root: Path) -> Path:
     d.mkdir(parents=True)
     shutil.copy(shared_path("samples", "cgcnn_cifs", "1000041.cif"), d)
     shutil.copy(shared_path("samples", "cgcnn_cifs", "9011998.cif"), d)
-    shutil.copy(poscar(), d)
-    write_bytes_name(d, b"bad\xff.cif", cif("1101051.cif").encode())
+    shutil.copy(poscar_path(), d)
+    write_bytes_name(d, b"bad\xff.cif", cod_cif("1101051.cif").encode())
 
     (d / "empty.cif").write_bytes(b"")
     rng = np.random.default_rng(2024)
@@ -90,13 +79,13 @@ def make_corpus(root: Path) -> Path:
     noise[100] = 0
     (d / "random.cif").write_bytes(noise.tobytes())
     (d / "noise.cif").write_bytes(rng.integers(1, 256, size=4096, dtype=np.uint8).tobytes())
-    text = cif()
+    text = cod_cif()
     (d / "truncated.cif").write_text(text[: len(text) // 2])
-    (d / "partial.cif").write_text(nacl_with(NA_SITE, NA_SITE.replace(" 1. 0 d", " 0.5 0 d")))
-    (d / "overlap.cif").write_text(nacl_with(CL_SITE, "Cl1 Cl1- 4 b 0.01 0. 0. 1. 0 d"))
-    (d / "unknown.cif").write_text(nacl_with(NA_SITE, "Xx1 Xx 4 a 0. 0. 0. 1. 0 d"))
-    (d / "zerovol.cif").write_text(nacl_with(CELL_C, "_cell_length_c                   0"))
-    lines = poscar().read_text().splitlines()
+    (d / "partial.cif").write_text(edited_nacl(NA_SITE, NA_SITE.replace(" 1. 0 d", " 0.5 0 d")))
+    (d / "overlap.cif").write_text(edited_nacl(CL_SITE, "Cl1 Cl1- 4 b 0.01 0. 0. 1. 0 d"))
+    (d / "unknown.cif").write_text(edited_nacl(NA_SITE, "Xx1 Xx 4 a 0. 0. 0. 1. 0 d"))
+    (d / "zerovol.cif").write_text(edited_nacl(CELL_C, "_cell_length_c                   0"))
+    lines = poscar_path().read_text().splitlines()
     lines[4] = "0.0 0.0 0.0"
     (d / "zerocell.vasp").write_text("\n".join(lines) + "\n")
     write_bytes_name(d, b"empty\xfe.cif", b"")
@@ -230,7 +219,7 @@ def test_directory_without_structures(tmp_path: Path) -> None:
 @pytest.mark.parametrize("case", ["missing-dir", "is-a-dir"])
 def test_unwritable_output(tmp_path: Path, case: str) -> None:
     out = tmp_path / "no" / "such" / "dir" / "g.h5" if case == "missing-dir" else tmp_path
-    r = featurize(str(poscar()), "-o", str(out))
+    r = featurize(str(poscar_path()), "-o", str(out))
     assert r.exit_code == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {out}: cannot write output")
@@ -250,7 +239,7 @@ def test_read_only_output_directory(tmp_path: Path) -> None:
             pass
         else:
             pytest.skip("this file system ignores directory permissions")
-        r = featurize(str(poscar()), "-o", str(ro / "g.h5"))
+        r = featurize(str(poscar_path()), "-o", str(ro / "g.h5"))
         assert r.exit_code == 2
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"error: {ro / 'g.h5'}: cannot write output")
@@ -266,7 +255,7 @@ def test_read_only_output_directory(tmp_path: Path) -> None:
 
 def test_disorder_majority(tmp_path: Path) -> None:
     path = tmp_path / "partial.cif"
-    path.write_text(nacl_with(NA_SITE, NA_SITE.replace(" 1. 0 d", " 0.5 0 d")))
+    path.write_text(edited_nacl(NA_SITE, NA_SITE.replace(" 1. 0 d", " 0.5 0 d")))
     r = featurize(str(path), "-o", str(tmp_path / "fail.h5"))
     assert r.exit_code == 1 and "disordered site" in r.stderr
     r = featurize(str(path), "-o", str(tmp_path / "maj.h5"), "--disorder", "majority")
@@ -302,7 +291,7 @@ def test_duplicate_ids(tmp_path: Path) -> None:
 def test_id_from_path_with_explicit_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for d in ("a", "b"):
         (tmp_path / d).mkdir()
-        shutil.copy(poscar(), tmp_path / d / "POSCAR")
+        shutil.copy(poscar_path(), tmp_path / d / "POSCAR")
     monkeypatch.chdir(tmp_path)
     r = featurize("a/POSCAR", "b/POSCAR", "-o", "g.h5", "--id-from", "path")
     assert r.exit_code == 0, r.stderr

@@ -35,7 +35,7 @@ from recinet_cli.structures.readers import (
     read_structures,
     suffix_duplicate_ids,
 )
-from tests.conftest import jarvis_cell, shared_path
+from tests.conftest import cod_cif, edited_nacl, jarvis_cell, poscar_path, shared_path
 
 NACL = "1000041.cif"  # COD rock salt, Fm-3m: 2 sites in the file, 8 atoms in the cell
 NA_SITE = "Na1 Na1+ 4 a 0. 0. 0. 1. 0 d"
@@ -48,20 +48,7 @@ MAJORITY = ReadOptions(disorder="majority")
 # --------------------------------------------------------------------------------------
 
 
-def cod_cif(name: str = NACL) -> str:
-    """Text of one of the real COD CIFs."""
-    return shared_path("samples", "cgcnn_cifs", name).read_text()
 
-
-def edited_nacl(old: str, new: str) -> str:
-    """The real NaCl CIF with one line of its atom-site loop replaced."""
-    text = cod_cif()
-    assert old in text, "the COD file changed; update the test"
-    return text.replace(old, new)
-
-
-def poscar_path(jid: str = "JVASP-90856") -> Path:
-    return shared_path("samples", "alignn_poscars", f"POSCAR-{jid}.vasp")
 
 
 def read_one(path: Path | str, options: ReadOptions = ReadOptions()) -> Crystal:

@@ -20,6 +20,18 @@ def _default(*parts: str) -> Path:
     return _SHARED.joinpath(*parts)
 
 
+def _print_figures(title: str, rows: list[tuple[str, str]]) -> None:
+    """A two-column rich table of named figures."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("")
+    table.add_column("value", justify="right")
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+
+
 def _write_json(path: Path | None, payload: dict[str, object]) -> None:
     if path is not None:
         path.write_text(json.dumps(payload, indent=2, default=float))
@@ -35,8 +47,6 @@ def graphs(
     json_out: Path | None = typer.Option(None, "--json", help="Also write the figures to this JSON file."),
 ) -> None:
     """Graph construction: ours vs the jarvis-tools reference, same structures, same run."""
-    from rich.table import Table
-
     from recinet_cli.bench.graphs import run_graph_bench
     from recinet_cli.errors import RecinetError
     from recinet_cli.structures.graph import GraphParams
@@ -45,18 +55,19 @@ def graphs(
         raise RecinetError(f"{data}: no such file (pass --data)")
     r = run_graph_bench(str(data), limit or None)
     params = GraphParams()
-    t = Table(title=f"graph construction on {r.structures:,} JARVIS structures ({r.atoms:,} atoms, {r.edges:,} edges)")
-    t.add_column("")
-    t.add_column("value", justify="right")
-    t.add_row("ours (s, summed)", f"{r.seconds_ours:.3f}")
-    t.add_row("jarvis-tools reference (s, summed)", f"{r.seconds_reference:.3f}")
-    t.add_row("speed-up", f"{r.speedup:.1f}x")
-    t.add_row("identical edge multisets", f"{r.identical:,}")
-    t.add_row(f"differ only by ties within tie_tol={params.tie_tol:g} Å", f"{r.tie_supersets:,}")
-    t.add_row("other differences", f"{r.other_differences:,}")
-    t.add_row("max |tie distance - k-th distance| (Å)", f"{r.max_tie_gap:.2e}")
-    t.add_row("max edge-length difference (Å)", f"{r.max_distance_error:.2e}")
-    console.print(t)
+    _print_figures(
+        f"graph construction on {r.structures:,} JARVIS structures ({r.atoms:,} atoms, {r.edges:,} edges)",
+        [
+            ("ours (s, summed)", f"{r.seconds_ours:.3f}"),
+            ("jarvis-tools reference (s, summed)", f"{r.seconds_reference:.3f}"),
+            ("speed-up", f"{r.speedup:.1f}x"),
+            ("identical edge multisets", f"{r.identical:,}"),
+            (f"differ only by ties within tie_tol={params.tie_tol:g} Å", f"{r.tie_supersets:,}"),
+            ("other differences", f"{r.other_differences:,}"),
+            ("max |tie distance - k-th distance| (Å)", f"{r.max_tie_gap:.2e}"),
+            ("max edge-length difference (Å)", f"{r.max_distance_error:.2e}"),
+        ],
+    )
     _write_json(json_out, r.as_dict())
 
 
@@ -69,8 +80,6 @@ def featurize(
     json_out: Path | None = typer.Option(None, "--json", help="Also write the figures to this JSON file."),
 ) -> None:
     """Featurize throughput from CIF files vs the pymatgen parse-only floor; peak memory by size."""
-    from rich.table import Table
-
     from recinet_cli.bench.featurize import run_featurize_bench
     from recinet_cli.errors import RecinetError
 
@@ -79,14 +88,14 @@ def featurize(
     w = workers or (os.cpu_count() or 1)
     with tempfile.TemporaryDirectory(prefix="recinet-bench-") as tmp:
         r = run_featurize_bench(str(data), n, w, str(workdir or tmp))
-    t = Table(title=f"featurize {r.structures:,} MP CIF files with {w} workers")
-    t.add_column("")
-    t.add_column("value", justify="right")
-    t.add_row("parse-only floor (s)", f"{r.floor_seconds:.2f}")
-    t.add_row("recinet featurize (s)", f"{r.featurize_seconds:.2f}")
-    t.add_row("ratio (goal <= 1.5)", f"{r.ratio:.2f}")
-    t.add_row("throughput (structures/s)", f"{r.structures / r.featurize_seconds:,.0f}")
-    for k, mb in sorted(r.peak_rss_mb.items()):
-        t.add_row(f"peak RSS, {k:,} structures (MiB)", f"{mb:,.0f}")
-    console.print(t)
+    _print_figures(
+        f"featurize {r.structures:,} MP CIF files with {w} workers",
+        [
+            ("parse-only floor (s)", f"{r.floor_seconds:.2f}"),
+            ("recinet featurize (s)", f"{r.featurize_seconds:.2f}"),
+            ("ratio (goal <= 1.5)", f"{r.ratio:.2f}"),
+            ("throughput (structures/s)", f"{r.structures / r.featurize_seconds:,.0f}"),
+            *((f"peak RSS, {k:,} structures (MiB)", f"{mb:,.0f}") for k, mb in sorted(r.peak_rss_mb.items())),
+        ],
+    )
     _write_json(json_out, r.as_dict())
