@@ -147,7 +147,11 @@ def build_graph(
     n_atoms = len(frac)
     k = params.max_neighbors
     cart = np.ascontiguousarray(frac @ lattice)
-    radius = float(params.cutoff)
+    # Start where k neighbours are expected at the cell's mean density (never below the
+    # reference's cutoff); the kept edges do not depend on where the search starts.
+    volume = abs(float(np.linalg.det(lattice)))
+    expected = np.cbrt(3.0 * (k + 1) * volume / (4.0 * np.pi * max(n_atoms, 1)))
+    radius = max(float(params.cutoff), 1.1 * float(expected))
     checked_overlap = False
     for _ in range(64):
         i, j, img, d = _neighbour_candidates(cart, lattice, radius)
