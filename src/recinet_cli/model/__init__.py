@@ -1,0 +1,1 @@
+"""The ReciNet network: embeddings, local conv, reciprocal block, backbone, heads."""
