@@ -99,3 +99,98 @@ def featurize(
         ],
     )
     _write_json(json_out, r.as_dict())
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or any(n < 1 for n in sizes):
+        raise typer.BadParameter(f"expected comma-separated positive atom counts, got {text!r}")
+    return sizes
+
+
+@bench_app.command("model")
+def model(
+    data: Path = typer.Option(
+        _default("jarvis", "dft_3d_subset_1743.json.gz"), "--data", help="JARVIS dft_3d-style json.gz."
+    ),
+    batch_size: int = typer.Option(64, "--batch-size", help="Structures per training batch."),
+    steps: int = typer.Option(5, "--steps", help="Timed training steps (after 2 warm-up steps)."),
+    sizes: str = typer.Option("5,50,200,500,1000", "--sizes", help="Supercell sizes (atoms) for the reciprocal share."),
+    device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
+    blocks: int = typer.Option(4, "--blocks", help="ReciNet blocks (hidden 256, sphere k-set otherwise default)."),
+    cell: str | None = typer.Option(None, "--cell", help="JARVIS id of the supercells' base cell (default: first cubic ABO3)."),
+    profile: bool = typer.Option(False, "--profile", help="Also print torch.profiler top ops."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the figures to this JSON file."),
+) -> None:
+    """Model training throughput and FLOP utilisation, reciprocal-block time share, bf16 check."""
+    from recinet_cli.bench.model import (
+        BF16_LOSS_GOAL,
+        SHARE_GOAL,
+        SHARE_GOAL_MAX_ATOMS,
+        UTILISATION_GOAL,
+        format_rate,
+        run_model_bench,
+    )
+    from recinet_cli.errors import RecinetError
+
+    if not data.exists():
+        raise RecinetError(f"{data}: no such file (pass --data)")
+    if device not in (None, "cpu", "cuda"):
+        raise RecinetError(f"--device must be cpu or cuda, got {device!r}")
+    r = run_model_bench(
+        str(data), batch_size, steps, sizes=_sizes(sizes), device=device, blocks=blocks, cell=cell,
+        profile=profile, log=print_plain,
+    )
+    t = r.throughput
+    m, k, n = t.matmul_shape
+    _print_figures(
+        f"training step: {t.batch_size} JARVIS structures ({t.atoms:,} atoms, {t.edges:,} edges, "
+        f"{t.kvectors:,} k-vectors, {t.pairs:,} pairs), {r.config['blocks']} blocks, {t.device}, "
+        f"{t.threads} threads",
+        [
+            ("step time, median (s)", f"{t.step_median_seconds:.3f}"),
+            ("throughput (graphs/s)", f"{t.graphs_per_second:,.1f}"),
+            ("FLOPs per step (fwd+bwd, counted)", f"{t.flops_per_step / 1e9:,.2f} GFLOP"),
+            ("achieved", format_rate(t.achieved_flops)),
+            (f"fp32 matmul ({m}x{k})@({k}x{n}), median", format_rate(t.matmul_rate)),
+            (f"FLOP utilisation (goal >= {UTILISATION_GOAL:.0%})", f"{t.utilisation:.1%}"),
+        ],
+    )
+    rows = []
+    for s in r.shares:
+        goal = "" if not s.goal_applies else (" ok" if s.goal_met else " OVER")
+        label = f"{s.kset}, {s.atoms:,} atoms ({'x'.join(map(str, s.supercell))}), K={s.kvectors:,}, P={s.pairs:,}"
+        if s.error is not None:
+            rows.append((label, s.error))
+        else:
+            rows.append((label, f"{s.share:.1%} of {s.forward_seconds:.3f} s{goal}"))
+    _print_figures(
+        f"reciprocal share of the eval forward, supercells of {r.base_cell} ({r.base_formula}); "
+        f"goal <= {SHARE_GOAL:.0%} up to {SHARE_GOAL_MAX_ATOMS} atoms",
+        rows,
+    )
+    a = r.autocast
+    if a.skipped is not None:
+        _print_figures("bf16 autocast", [("bf16 vs fp32 loss", a.skipped)])
+    else:
+        _print_figures(
+            "bf16 autocast (reciprocal phases and sums in fp32)",
+            [
+                ("loss fp32", f"{a.loss_fp32:.6f}"),
+                ("loss bf16 autocast", f"{a.loss_autocast:.6f}"),
+                (f"relative difference (goal < {BF16_LOSS_GOAL:.0%})", f"{a.relative_loss_difference:.3%}"),
+                ("gradient cosine similarity", f"{a.gradient_cosine:.5f}"),
+                ("reciprocal filter dtype", ", ".join(sorted(set(a.reciprocal_filter_dtypes))) or "n/a"),
+                ("bf16 throughput (graphs/s)", f"{a.graphs_per_second:,.1f}"),
+                ("bf16 matmul, median", format_rate(a.matmul_rate or float("nan"))),
+                ("bf16 FLOP utilisation", f"{a.utilisation:.1%}"),
+            ],
+        )
+    for name, ops in r.profiles.items():
+        _print_figures(
+            f"top ops: {name}", [(o["op"], f"{o['self_ms']:,.1f} ms ({o['share']:.0%}, {o['calls']} calls)") for o in ops]
+        )
+    _write_json(json_out, r.as_dict())

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from recinet_cli.errors import RecinetError
 from recinet_cli.model.backbone import ReciNetBackbone
 from recinet_cli.model.config import ModelConfig
 from recinet_cli.model.embedding import check_elements
@@ -97,6 +98,9 @@ class ReciNet(nn.Module):
         self.config = config
         self.backbone = ReciNetBackbone(config)
         self.head = head if head is not None else build_head(config)
+        produced = getattr(self.head, "targets", None)
+        if produced is not None and tuple(produced) != tuple(config.targets):
+            raise RecinetError(f"head produces {list(produced)} but the config asks for {list(config.targets)}")
         n_t = len(config.targets)
         self.register_buffer("target_mean", torch.zeros(n_t))
         self.register_buffer("target_std", torch.ones(n_t))

@@ -10,6 +10,41 @@ from torch import Tensor, nn
 from recinet_cli.model.embedding import RBFExpansion
 
 
+class SphereFilter(nn.Module):
+    """``w(G) = MLP(RBF(|G|)) · env(|G|)``: a per-channel filter of |G| only.
+
+    env is a cosine cutoff reaching 0 at gmax. Shapes: ``k_norm [K]`` -> ``[K, d]``.
+    """
+
+    def __init__(self, hidden: int, gmax: float, bins: int) -> None:
+        super().__init__()
+        self.gmax = float(gmax)
+        self.rbf = RBFExpansion(0.0, gmax, max(bins, 2))
+        self.mlp = nn.Sequential(nn.Linear(max(bins, 2), hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+
+    def forward(self, k_norm: Tensor, k_slot: Tensor) -> Tensor:
+        env = 0.5 * (torch.cos(math.pi * (k_norm / self.gmax).clamp(max=1.0)) + 1.0)  # [K]
+        return self.mlp(self.rbf(k_norm)) * env.unsqueeze(1)
+
+    def __repr__(self) -> str:
+        return f"sphere(gmax={self.gmax:g})"
+
+
+class BoxFilter(nn.Module):
+    """A free parameter per (box k-slot, channel). Shapes: ``k_slot [K]`` -> ``[K, d]``."""
+
+    def __init__(self, hidden: int, n_box: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_box, hidden))
+        nn.init.normal_(self.weight, std=1.0 / math.sqrt(hidden))
+
+    def forward(self, k_norm: Tensor, k_slot: Tensor) -> Tensor:
+        return self.weight[k_slot]
+
+    def __repr__(self) -> str:
+        return f"box({self.weight.shape[0]} slots)"
+
+
 class ReciprocalUpdate(nn.Module):
     r"""Learnable Fourier filter over a crystal's k-vectors.
 
@@ -44,23 +79,8 @@ class ReciprocalUpdate(nn.Module):
         super().__init__()
         self.hidden = hidden
         self.kset = kset
-        self.gmax = float(gmax)
-        self.use_box = kset == "box"
-        self.rbf = RBFExpansion(0.0, gmax, max(filter_rbf, 2))
-        self.filter_mlp = nn.Sequential(nn.Linear(max(filter_rbf, 2), hidden), nn.SiLU(), nn.Linear(hidden, hidden))
-        self.box_filter = nn.Parameter(torch.empty(n_box if self.use_box else 0, hidden))
-        self.mix = nn.Linear(hidden, hidden)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        nn.init.normal_(self.box_filter, std=1.0 / math.sqrt(self.hidden))
-
-    def filter(self, k_norm: Tensor, k_slot: Tensor) -> Tensor:
-        """``[K, d]`` per-vector, per-channel filter weights."""
-        if self.use_box:
-            return self.box_filter[k_slot]
-        env = 0.5 * (torch.cos(math.pi * (k_norm / self.gmax).clamp(max=1.0)) + 1.0)  # [K]
-        return self.filter_mlp(self.rbf(k_norm)) * env.unsqueeze(1)
+        self.filter: nn.Module = BoxFilter(hidden, n_box) if kset == "box" else SphereFilter(hidden, gmax, filter_rbf)
+        self.mix = nn.Linear(hidden, hidden, bias=False)  # W_mix (d x d)
 
     def forward(
         self,
@@ -106,5 +126,4 @@ class ReciprocalUpdate(nn.Module):
         return torch.zeros_like(g).index_add_(0, pair_atom, back)  # [N, d]
 
     def __repr__(self) -> str:
-        kind = f"box({self.box_filter.shape[0]} slots)" if self.use_box else f"sphere(gmax={self.gmax:g})"
-        return f"{self.__class__.__name__}(hidden={self.hidden}, {kind})"
+        return f"{self.__class__.__name__}(hidden={self.hidden}, {self.filter})"

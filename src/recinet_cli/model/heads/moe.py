@@ -50,10 +50,16 @@ class MoEDecoder(nn.Module):
         self.last_gates = torch.zeros(0)
 
     def reset_counts(self) -> None:
+        """Zero the expert-selection counts :attr:`expert_counts`."""
         self.expert_counts.zero_()
 
     def gates(self, x: Tensor) -> Tensor:
         """``[T, B, E]`` sparse gates (K non-zeros per row summing to one)."""
+        return self._route(x)[0]
+
+    def _route(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(gates [T, B, E], chosen [T, B, K])``: the sparse gates and the selected experts
+        (counted from the indices, so a gate that underflows to 0 still counts as chosen)."""
         clean = torch.einsum("bd,tde->tbe", x, self.w_gate)  # [T, B, E]
         if self.training:
             noise_std = torch.nn.functional.softplus(torch.einsum("bd,tde->tbe", x, self.w_noise)) + 1e-2
@@ -78,14 +84,18 @@ class MoEDecoder(nn.Module):
             else:
                 load = importance
             self.aux_loss = self.coef * (_cv_squared(importance) + _cv_squared(load))
-        return gates
+        return gates, top_idx[..., :k]
 
     def forward(self, x: Tensor) -> Tensor:
-        gates = self.gates(x)  # [T, B, E]
-        with torch.no_grad():
-            self.expert_counts += (gates > 0).sum(1).to(self.expert_counts.dtype)
+        gates, chosen = self._route(x)  # [T, B, E], [T, B, K]
+        # counted from the indices (never tracked by autograd); no `torch.no_grad()` block
+        # here: it becomes a set_grad_enabled node that torch.export.load cannot read back
+        picked = torch.zeros_like(gates, dtype=self.expert_counts.dtype).scatter(-1, chosen, 1.0)
+        self.expert_counts += picked.sum(1)  # [T, E]
         expert_out = torch.stack([expert(x) for expert in self.experts], dim=1)  # [B, E, d]
-        mixed = torch.einsum("tbe,bed->tbd", gates, expert_out)  # [T, B, d]
+        # batched matmul rather than einsum: einsum's internal reshape guards on B != 1,
+        # which breaks torch.export with a dynamic number of crystals
+        mixed = torch.bmm(gates.transpose(0, 1), expert_out).transpose(0, 1)  # [T, B, d]
         outs = [head(mixed[t]) for t, head in enumerate(self.task_heads)]
         return torch.cat(outs, dim=1)  # [B, T]
 

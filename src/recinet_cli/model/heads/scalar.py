@@ -12,11 +12,12 @@ from recinet_cli.model.heads import mlp
 
 
 class ScalarMLP(nn.Module):
-    """One MLP for all targets: ``[B, d] -> [B, T]``."""
+    """One MLP for all targets: ``[B, d] -> [B, T]``; ``targets`` names the T columns."""
 
-    def __init__(self, in_dim: int, n_targets: int) -> None:
+    def __init__(self, in_dim: int, targets: Sequence[str]) -> None:
         super().__init__()
-        self.net = mlp(in_dim, in_dim, n_targets)
+        self.targets = tuple(targets)
+        self.net = mlp(in_dim, in_dim, len(self.targets))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -25,9 +26,10 @@ class ScalarMLP(nn.Module):
 class PerTaskMLP(nn.Module):
     """Linear scalarisation baseline (ReciNet-LS): one MLP per task, ``[B, d] -> [B, T]``."""
 
-    def __init__(self, in_dim: int, n_targets: int) -> None:
+    def __init__(self, in_dim: int, targets: Sequence[str]) -> None:
         super().__init__()
-        self.nets = nn.ModuleList(mlp(in_dim, in_dim, 1) for _ in range(n_targets))
+        self.targets = tuple(targets)
+        self.nets = nn.ModuleList(mlp(in_dim, in_dim, 1) for _ in self.targets)
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.cat([net(x) for net in self.nets], dim=1)
@@ -40,7 +42,7 @@ class ScalarHead(HeadPlugin):
     description = "MLP read-out for one or more targets (single-task ReciNet)"
 
     def build(self, in_dim: int, targets: Sequence[str], options: object) -> nn.Module:
-        return ScalarMLP(in_dim, len(targets))
+        return ScalarMLP(in_dim, targets)
 
 
 class MultiTaskLSHead(HeadPlugin):
@@ -50,4 +52,4 @@ class MultiTaskLSHead(HeadPlugin):
     description = "One MLP per task, losses summed (ReciNet-LS baseline)"
 
     def build(self, in_dim: int, targets: Sequence[str], options: object) -> nn.Module:
-        return PerTaskMLP(in_dim, len(targets))
+        return PerTaskMLP(in_dim, targets)
