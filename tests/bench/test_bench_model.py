@@ -48,7 +48,8 @@ def test_bench_model_command_on_real_structures(tmp_path: Path) -> None:
     t = f["throughput"]
     assert t["batch_size"] == 8 and t["steps"] == 1 and len(t["step_seconds"]) == 1
     assert t["atoms"] > 8 and t["edges"] > t["atoms"] and t["pairs"] >= t["kvectors"] > 0
-    for key in ("graphs_per_second", "flops_per_step", "achieved_flops", "matmul_rate", "utilisation"):
+    for key in ("graphs_per_second", "flops_per_step", "achieved_flops", "matmul_rate", "utilisation",
+                "utilisation_paired"):
         assert math.isfinite(t[key]) and t[key] > 0, key
     assert t["matmul_shape"] == [16384, 768, 256]
     assert t["flops_per_step"] == pytest.approx(sum(t["flops_by_op"].values()))
@@ -139,7 +140,10 @@ def test_autocast_comparison_runs_on_cpu_bf16() -> None:
     assert r.loss_fp32 is not None and r.loss_autocast is not None and r.loss_fp32 > 0
     assert r.relative_loss_difference is not None and r.relative_loss_difference < 0.05
     assert r.gradient_cosine is not None and r.gradient_cosine > 0.9
-    assert r.reciprocal_filter_dtypes == ["float32"]  # the reciprocal block ran in fp32
+    # the phases and sums of the reciprocal block stayed float32, while autocast was active
+    assert r.reciprocal_fp32 is True
+    assert r.reciprocal_op_dtypes["cos"] == ["float32"] and r.reciprocal_op_dtypes["sin"] == ["float32"]
+    assert any("bfloat16" in ds for ds in r.reciprocal_op_dtypes.values())
     # the model handed in is untouched (both runs use copies)
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k

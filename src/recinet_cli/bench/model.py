@@ -44,6 +44,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from recinet_cli.bench.graphs import jarvis_cells
 from recinet_cli.errors import RecinetError, StructureError
@@ -71,7 +73,14 @@ _PAIR_TEMPORARIES = 6
 
 @dataclass
 class ThroughputResult:
-    """Training-step figures for one batch (times in seconds, rates in FLOP/s)."""
+    """Training-step figures for one batch (times in seconds, rates in FLOP/s).
+
+    ``matmul_rates`` holds ``len(matmul_rates) // steps`` reference matmuls timed right after
+    each step. Derived on construction: the median step time, graphs/s, achieved FLOP/s,
+    the median matmul rate, ``utilisation`` (ratio of the two medians) and
+    ``utilisation_paired`` (median over steps of each step's rate over the matmuls timed
+    right after it, which cancels slow drifts in machine load).
+    """
 
     device: str
     threads: int
@@ -93,6 +102,7 @@ class ThroughputResult:
     achieved_flops: float = 0.0
     matmul_rate: float = 0.0
     utilisation: float = 0.0
+    utilisation_paired: float = 0.0
     final_loss: float = float("nan")
 
     def __post_init__(self) -> None:
@@ -101,6 +111,11 @@ class ThroughputResult:
         self.achieved_flops = self.flops_per_step / self.step_median_seconds
         self.matmul_rate = statistics.median(self.matmul_rates)
         self.utilisation = self.achieved_flops / self.matmul_rate
+        per = max(1, len(self.matmul_rates) // len(self.step_seconds))
+        self.utilisation_paired = statistics.median(
+            self.flops_per_step / seconds / statistics.median(self.matmul_rates[i * per : (i + 1) * per])
+            for i, seconds in enumerate(self.step_seconds)
+        )
 
     @property
     def goal_met(self) -> bool:
@@ -129,6 +144,8 @@ class ShareResult:
     share: float | None = None
     prepare_seconds: float | None = None
     error: str | None = None
+    forward_samples: list[float] = field(default_factory=list)
+    reciprocal_samples: list[float] = field(default_factory=list)
 
     @property
     def goal_applies(self) -> bool:
@@ -146,8 +163,9 @@ class AutocastResult:
     """fp32 vs autocast training step on the same batch and weights.
 
     ``skipped`` holds the reason when the comparison did not run (e.g. ``"skipped: no
-    CUDA"``). ``reciprocal_filter_dtypes`` are the output dtypes of the ``sphere`` filter
-    MLPs seen under autocast (``float32`` means the block ran with autocast switched off).
+    CUDA"``). ``reciprocal_op_dtypes`` are the output dtypes of the aten ops run inside the
+    reciprocal blocks under autocast; ``reciprocal_fp32`` says whether the phase and sum ops
+    (:data:`FP32_OPS`) all produced float32.
     """
 
     skipped: str | None = None
@@ -157,7 +175,8 @@ class AutocastResult:
     loss_autocast: float | None = None
     relative_loss_difference: float | None = None
     gradient_cosine: float | None = None
-    reciprocal_filter_dtypes: list[str] = field(default_factory=list)
+    reciprocal_op_dtypes: dict[str, list[str]] = field(default_factory=dict)
+    reciprocal_fp32: bool | None = None
     step_seconds: list[float] = field(default_factory=list)
     graphs_per_second: float | None = None
     matmul_rate: float | None = None
@@ -565,6 +584,7 @@ def measure_share(
         if device.type == "cuda":
             torch.cuda.empty_cache()
     res.repeats = len(forward_s)
+    res.forward_samples, res.reciprocal_samples = forward_s, recip_s
     res.forward_seconds = statistics.median(forward_s)
     res.reciprocal_seconds = statistics.median(recip_s)
     res.share = statistics.median(r / f for r, f in zip(recip_s, forward_s))
@@ -578,37 +598,82 @@ def _grad_vector(model: nn.Module) -> Tensor:
     return torch.cat([p.grad.detach().float().reshape(-1) for p in model.parameters() if p.grad is not None])
 
 
+#: Ops of the reciprocal transform that must stay float32 under autocast (phases, sums).
+FP32_OPS = ("cos", "sin", "index_add", "index_add_", "scatter_add", "scatter_add_")
+
+
+class _OpDtypes(TorchDispatchMode):
+    """Records the floating output dtypes of every aten op while :attr:`active` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.active = False
+        self.seen: dict[str, set[str]] = {}
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        if self.active:
+            for t in tree_leaves(out):
+                if isinstance(t, Tensor) and t.is_floating_point():
+                    name = func.overloadpacket.__name__
+                    self.seen.setdefault(name, set()).add(str(t.dtype).removeprefix("torch."))
+        return out
+
+
+@contextmanager
+def reciprocal_op_dtypes(model: nn.Module) -> Iterator[dict[str, set[str]]]:
+    """Record ``{aten op: output dtypes}`` of the ops run inside any
+    :class:`~recinet_cli.model.reciprocal.ReciprocalUpdate` (as dispatched, i.e. after
+    autocast's casts) during the ``with`` body."""
+    mode = _OpDtypes()
+
+    def pre(module: nn.Module, args: Any) -> None:
+        mode.active = True
+
+    def post(module: nn.Module, args: Any, output: Any) -> None:
+        mode.active = False
+
+    handles = []
+    for m in model.modules():
+        if isinstance(m, ReciprocalUpdate):
+            handles += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
+    try:
+        with mode:
+            yield mode.seen
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def compare_autocast(
     model: ReciNet, inputs: dict[str, Tensor], target: Tensor, dtype: torch.dtype = torch.bfloat16
 ) -> AutocastResult:
     """One fp32 and one autocast forward+backward from the same weights on the same batch.
 
     Both copies start from ``model``'s state (deep copies, train mode, so BatchNorm uses the
-    batch statistics in both). Works on any device whose autocast supports ``dtype`` (CPU
-    autocast supports bfloat16, which the tests use).
+    batch statistics in both). The autocast forward also records the dtypes of the ops inside
+    the reciprocal blocks, to show the phases and sums stayed float32. Works on any device
+    whose autocast supports ``dtype`` (CPU autocast supports bfloat16, which the tests use).
     """
     device = target.device
-    dtypes: list[str] = []
     losses: list[float] = []
     grads: list[Tensor] = []
+    seen: dict[str, set[str]] = {}
     for enabled in (False, True):
         m = copy.deepcopy(model).train()
-        handles = []
-        if enabled:
-            for mod in m.modules():
-                if isinstance(mod, ReciprocalUpdate) and not mod.use_box:
-                    handles.append(
-                        mod.filter_mlp.register_forward_hook(lambda _m, _a, out: dtypes.append(str(out.dtype)))
-                    )
         with torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled):
-            loss = l1_loss(m(**inputs), target)
+            if enabled:
+                with reciprocal_op_dtypes(m) as seen:
+                    pred = m(**inputs)
+            else:
+                pred = m(**inputs)
+            loss = l1_loss(pred, target)
         loss.backward()
-        for h in handles:
-            h.remove()
         losses.append(float(loss.detach()))
         grads.append(_grad_vector(m))
     ref, got = losses
     cos = torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0)
+    critical = [d for op in FP32_OPS for d in seen.get(op, ())]
     return AutocastResult(
         device=str(device),
         dtype=str(dtype).removeprefix("torch."),
@@ -616,7 +681,8 @@ def compare_autocast(
         loss_autocast=got,
         relative_loss_difference=abs(got - ref) / abs(ref) if ref else float("inf"),
         gradient_cosine=float(cos),
-        reciprocal_filter_dtypes=[d.removeprefix("torch.") for d in dtypes],
+        reciprocal_op_dtypes={op: sorted(ds) for op, ds in sorted(seen.items())},
+        reciprocal_fp32=bool(critical) and all(d == "float32" for d in critical),
     )
 
 

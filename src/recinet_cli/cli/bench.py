@@ -157,6 +157,7 @@ def model(
             ("achieved", format_rate(t.achieved_flops)),
             (f"fp32 matmul ({m}x{k})@({k}x{n}), median", format_rate(t.matmul_rate)),
             (f"FLOP utilisation (goal >= {UTILISATION_GOAL:.0%})", f"{t.utilisation:.1%}"),
+            ("FLOP utilisation, paired per step", f"{t.utilisation_paired:.1%}"),
         ],
     )
     rows = []
@@ -183,7 +184,7 @@ def model(
                 ("loss bf16 autocast", f"{a.loss_autocast:.6f}"),
                 (f"relative difference (goal < {BF16_LOSS_GOAL:.0%})", f"{a.relative_loss_difference:.3%}"),
                 ("gradient cosine similarity", f"{a.gradient_cosine:.5f}"),
-                ("reciprocal filter dtype", ", ".join(sorted(set(a.reciprocal_filter_dtypes))) or "n/a"),
+                ("reciprocal phases and sums in fp32", str(a.reciprocal_fp32)),
                 ("bf16 throughput (graphs/s)", f"{a.graphs_per_second:,.1f}"),
                 ("bf16 matmul, median", format_rate(a.matmul_rate or float("nan"))),
                 ("bf16 FLOP utilisation", f"{a.utilisation:.1%}"),

@@ -160,9 +160,12 @@ class ReciNet(nn.Module):
 
     @torch.jit.ignore
     def aux_loss(self) -> Tensor:
-        """Auxiliary training loss of the head (MoE load balancing), 0 for other heads."""
+        """Auxiliary loss of the last training-mode forward (MoE load balancing); 0 for other
+        heads and in eval mode (a validation pass never sees a stale training value)."""
         value = getattr(self.head, "aux_loss", None)
-        return value if isinstance(value, Tensor) else torch.zeros((), device=self.target_mean.device)
+        if not self.training or not isinstance(value, Tensor):
+            return torch.zeros((), device=self.target_mean.device)
+        return value
 
 
 def masked_l1(pred: Tensor, target: Tensor) -> Tensor:

@@ -94,7 +94,7 @@ class ReciprocalUpdate(nn.Module):
         pair_k: Tensor,
     ) -> Tensor:
         args = (g.float(), frac, inv_natoms, k_int, k_norm, k_slot, pair_atom, pair_k)
-        if torch.jit.is_scripting():
+        if torch.jit.is_scripting():  # noqa: SIM108 - TorchScript drops this branch only in an if
             total = self._transform(*args)
         else:
             total = self._transform_fp32(*args)

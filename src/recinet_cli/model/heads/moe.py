@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -38,8 +38,12 @@ class MoEDecoder(nn.Module):
     Shapes: ``x [B, d]`` -> ``[B, T]``.
     """
 
-    def __init__(self, in_dim: int, n_tasks: int, n_experts: int = 15, top_k: int = 2, coef: float = 1e-2) -> None:
+    def __init__(
+        self, in_dim: int, targets: Sequence[str], n_experts: int = 15, top_k: int = 2, coef: float = 1e-2
+    ) -> None:
         super().__init__()
+        self.targets = tuple(targets)
+        n_tasks = len(self.targets)
         self.n_tasks, self.n_experts, self.top_k, self.coef = n_tasks, n_experts, top_k, float(coef)
         self.experts = nn.ModuleList(mlp(in_dim, in_dim, in_dim) for _ in range(n_experts))
         self.w_gate = nn.Parameter(torch.zeros(n_tasks, in_dim, n_experts))
@@ -47,7 +51,6 @@ class MoEDecoder(nn.Module):
         self.task_heads = nn.ModuleList(mlp(in_dim, in_dim, 1) for _ in range(n_tasks))
         self.register_buffer("expert_counts", torch.zeros(n_tasks, n_experts))
         self.aux_loss = torch.zeros(())
-        self.last_gates = torch.zeros(0)
 
     def reset_counts(self) -> None:
         """Zero the expert-selection counts :attr:`expert_counts`."""
@@ -113,7 +116,23 @@ class MoEHead(HeadPlugin):
         balance_coef: float = 1e-2
 
     def build(self, in_dim: int, targets: Sequence[str], options: object) -> nn.Module:
-        opts = options if isinstance(options, MoEHead.Options) else MoEHead.Options()
-        if not 1 <= opts.top_k <= opts.n_experts:
-            raise PluginError(f"head 'mt-moe': top_k must be in 1..n_experts, got {opts.top_k}")
-        return MoEDecoder(in_dim, len(targets), opts.n_experts, opts.top_k, opts.balance_coef)
+        if options is None:
+            opts = MoEHead.Options()
+        elif isinstance(options, Mapping):
+            opts = self.parse_options(options)
+        elif isinstance(options, MoEHead.Options):
+            opts = options
+        else:
+            raise PluginError(f"head 'mt-moe': options must be MoEHead.Options, got {type(options).__name__}")
+
+        def is_int(v: object) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        if not is_int(opts.n_experts) or opts.n_experts < 1:
+            raise PluginError(f"head 'mt-moe': n_experts must be an integer >= 1, got {opts.n_experts!r}")
+        if not is_int(opts.top_k) or not 1 <= opts.top_k <= opts.n_experts:
+            raise PluginError(f"head 'mt-moe': top_k must be an integer in 1..n_experts, got {opts.top_k!r}")
+        coef = opts.balance_coef
+        if isinstance(coef, bool) or not isinstance(coef, (int, float)) or not 0 <= coef < math.inf:
+            raise PluginError(f"head 'mt-moe': balance_coef must be a number >= 0, got {coef!r}")
+        return MoEDecoder(in_dim, targets, opts.n_experts, opts.top_k, float(coef))
