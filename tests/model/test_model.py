@@ -844,3 +844,47 @@ def test_reciprocal_update_is_zero_without_kvectors(cells: dict[str, Cell]) -> N
         for h in hooks:
             h.remove()
     assert captured and all((u == 0).all() for u in captured)
+
+
+# --------------------------------------------------------------------------------------
+# the two forms of the reciprocal transform (dense per crystal group in eager mode,
+# pair lists in scripted/exported code) compute the same thing
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kset", ["sphere", "box"])
+def test_dense_and_pair_transforms_agree(train_set: list[Data], cells: dict[str, Cell], kset: str) -> None:
+    big = supercell((3, 3, 2))(cells["NaCl"])  # 144 atoms next to small cells in one batch
+    datas = [*train_set[:12], cell_data(big, (math.nan,) * len(JARVIS_TARGETS)), *train_set[12:20]]
+    batch = batch_of(datas)
+    cfg = replace(SMALL, kset=kset)
+    inp = prepare_inputs(batch, cfg)
+    block = ReciNet(cfg).backbone.blocks[0].reciprocal
+    torch.manual_seed(0)
+    g = torch.randn(batch.num_nodes, cfg.hidden)
+    inv = inp["inv_natoms"][inp["node_graph"]]
+    args = (inp["frac"], inv, inp["k_int"], inp["k_norm"], inp["k_slot"])
+    pairs = block.transform_pairs(g, *args, inp["pair_atom"], inp["pair_k"])
+    dense = block.transform_dense(inp["node_graph"], g, *args, inp["pair_atom"])
+    assert_same(dense, pairs, f"dense vs pair transform ({kset})")
+    assert pairs.abs().max() > 1e-3  # a non-trivial comparison
+
+
+def test_crystal_groups_cover_every_atom_and_bound_the_waste() -> None:
+    from recinet_cli.model.reciprocal import crystal_groups
+
+    atoms = [1, 5, 8, 500, 3, 0 + 2, 40]
+    ks = [0, 9, 30, 746, 4, 1, 61]
+    groups = crystal_groups(atoms, ks)
+    assert groups[0][0] == 0 and groups[-1][1] == sum(atoms) and groups[-1][3] == sum(ks)
+    for (a0, a1, k0, k1), (b0, _, l0, _) in zip(groups, groups[1:]):
+        assert a1 == b0 and k1 == l0
+    starts = np.cumsum([0, *atoms])
+    kstarts = np.cumsum([0, *ks])
+    for a0, a1, k0, k1 in groups:  # zero blocks cost at most 8x the useful work
+        members = [m for m in range(len(atoms)) if a0 <= starts[m] < a1]
+        useful = sum(atoms[m] * ks[m] for m in members)
+        assert (a1 - a0) * (k1 - k0) <= max(65536, 8 * useful) or len(members) == 1
+        assert kstarts[members[0]] == k0 and kstarts[members[-1] + 1] == k1
+    many_small = crystal_groups([5] * 64, [10] * 64)
+    assert len(many_small) > 1  # 64 small crystals are not one 320 x 640 block

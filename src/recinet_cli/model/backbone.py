@@ -21,7 +21,7 @@ class LocalBlock(nn.Module):
 
     def forward(
         self, h: Tensor, g: Tensor, edge_attr: Tensor, edge_index: Tensor, frac: Tensor,
-        inv_natoms: Tensor, k_int: Tensor, k_norm: Tensor, k_slot: Tensor,
+        node_graph: Tensor, inv_natoms: Tensor, k_int: Tensor, k_norm: Tensor, k_slot: Tensor,
         pair_atom: Tensor, pair_k: Tensor,
     ) -> tuple[Tensor, Tensor]:
         return self.conv(h, edge_attr, edge_index), g
@@ -40,11 +40,11 @@ class ReciNetBlock(nn.Module):
 
     def forward(
         self, h: Tensor, g: Tensor, edge_attr: Tensor, edge_index: Tensor, frac: Tensor,
-        inv_natoms: Tensor, k_int: Tensor, k_norm: Tensor, k_slot: Tensor,
+        node_graph: Tensor, inv_natoms: Tensor, k_int: Tensor, k_norm: Tensor, k_slot: Tensor,
         pair_atom: Tensor, pair_k: Tensor,
     ) -> tuple[Tensor, Tensor]:
         a = self.conv(h, edge_attr, edge_index)
-        u = self.reciprocal(g, frac, inv_natoms, k_int, k_norm, k_slot, pair_atom, pair_k)
+        u = self.reciprocal(g, frac, node_graph, inv_natoms, k_int, k_norm, k_slot, pair_atom, pair_k)
         return a + u, g + u
 
 
@@ -97,7 +97,7 @@ class ReciNetBackbone(nn.Module):
         g = torch.nn.functional.silu(self.global_init(h)) if self.use_reciprocal else h
         inv_atom = inv_natoms[node_graph]  # [N]
         for block in self.blocks:
-            h, g = block(h, g, v, edge_index, frac, inv_atom, k_int, k_norm, k_slot, pair_atom, pair_k)
+            h, g = block(h, g, v, edge_index, frac, node_graph, inv_atom, k_int, k_norm, k_slot, pair_atom, pair_k)
         pooled = torch.zeros(inv_natoms.shape[0], self.hidden, dtype=h.dtype, device=h.device)
         pooled = pooled.index_add_(0, node_graph, h)
         return pooled * inv_natoms.unsqueeze(1).to(h.dtype)  # [B, d] mean over atoms

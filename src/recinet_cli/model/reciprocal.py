@@ -86,6 +86,7 @@ class ReciprocalUpdate(nn.Module):
         self,
         g: Tensor,
         frac: Tensor,
+        node_graph: Tensor,
         inv_natoms: Tensor,
         k_int: Tensor,
         k_norm: Tensor,
@@ -94,26 +95,33 @@ class ReciprocalUpdate(nn.Module):
         pair_k: Tensor,
     ) -> Tensor:
         args = (g.float(), frac, inv_natoms, k_int, k_norm, k_slot, pair_atom, pair_k)
-        if torch.jit.is_scripting():  # noqa: SIM108 - TorchScript drops this branch only in an if
-            total = self._transform(*args)
+        if torch.jit.is_scripting():
+            total = self.transform_pairs(*args)
         else:
-            total = self._transform_fp32(*args)
+            total = self._transform_eager(node_graph, *args)
         return self.mix(total.to(g.dtype))
 
     @torch.jit.unused
-    def _transform_fp32(
-        self, g: Tensor, frac: Tensor, inv_natoms: Tensor, k_int: Tensor, k_norm: Tensor,
-        k_slot: Tensor, pair_atom: Tensor, pair_k: Tensor,
+    def _transform_eager(
+        self, node_graph: Tensor, g: Tensor, frac: Tensor, inv_natoms: Tensor, k_int: Tensor,
+        k_norm: Tensor, k_slot: Tensor, pair_atom: Tensor, pair_k: Tensor,
     ) -> Tensor:
-        """:meth:`_transform` with autocast switched off (phases and sums stay float32)."""
+        """Autocast off (phases and sums stay float32); dense per-crystal-group matmuls in
+        eager mode, the pair-list form while exporting (same result, see the tests)."""
         with torch.autocast(device_type=g.device.type, enabled=False):
-            return self._transform(g, frac, inv_natoms, k_int, k_norm, k_slot, pair_atom, pair_k)
+            if torch.compiler.is_compiling():
+                return self.transform_pairs(g, frac, inv_natoms, k_int, k_norm, k_slot, pair_atom, pair_k)
+            return self.transform_dense(node_graph, g, frac, inv_natoms, k_int, k_norm, k_slot, pair_atom)
 
-    def _transform(
+    def transform_pairs(
         self, g: Tensor, frac: Tensor, inv_natoms: Tensor, k_int: Tensor, k_norm: Tensor,
         k_slot: Tensor, pair_atom: Tensor, pair_k: Tensor,
     ) -> Tensor:
-        """Forward and back transform in float32: ``g [N, d]`` -> ``[N, d]`` (before W_mix)."""
+        """Pair-list form: gathers and scatters over the P (atom, k) pairs, ``[P, d]`` memory.
+
+        Used by the scripted and exported network (no data-dependent Python control flow).
+        ``g [N, d]`` -> ``[N, d]`` (before W_mix), float32.
+        """
         theta = 2.0 * math.pi * (frac[pair_atom].float() * k_int[pair_k].float()).sum(1)  # [P]
         cos, sin = torch.cos(theta), torch.sin(theta)
         h_pair = g[pair_atom] * inv_natoms[pair_atom].float().unsqueeze(1)  # [P, d]
@@ -125,5 +133,66 @@ class ReciprocalUpdate(nn.Module):
         back = cos.unsqueeze(1) * wc[pair_k] + sin.unsqueeze(1) * ws[pair_k]  # [P, d]
         return torch.zeros_like(g).index_add_(0, pair_atom, back)  # [N, d]
 
+    @torch.jit.unused
+    def transform_dense(
+        self, node_graph: Tensor, g: Tensor, frac: Tensor, inv_natoms: Tensor, k_int: Tensor,
+        k_norm: Tensor, k_slot: Tensor, pair_atom: Tensor,
+    ) -> Tensor:
+        """Dense form: per group of consecutive crystals, ``[N_g, K_g]`` cos/sin matrices
+        (zero between different crystals) and matrix products, ``C = cosᵀ (h/N)``,
+        ``out = cos (w∘C) + sin (w∘S)``.
+
+        The same arithmetic as :meth:`transform_pairs` without its ``[P, d]`` temporaries:
+        a 500-atom cell runs on BLAS instead of gathers. Groups are formed so that the
+        zero blocks never cost more than 8x the useful work (see :func:`crystal_groups`).
+        """
+        n_graphs = int(node_graph.max().item()) + 1 if node_graph.numel() else 0
+        atoms_per = torch.bincount(node_graph, minlength=n_graphs)
+        ks_per = torch.bincount(node_graph[pair_atom], minlength=n_graphs) // atoms_per.clamp(min=1)
+        k_graph = torch.repeat_interleave(torch.arange(n_graphs, device=g.device), ks_per)  # [K]
+        w_all = self.filter(k_norm.float(), k_slot)  # [K, d]
+        pieces = []
+        for a0, a1, k0, k1 in crystal_groups(atoms_per.tolist(), ks_per.tolist()):
+            if k1 == k0:
+                pieces.append(torch.zeros(a1 - a0, self.hidden, device=g.device))
+                continue
+            theta = 2.0 * math.pi * frac[a0:a1].float() @ k_int[k0:k1].float().T  # [Na, Kg]
+            same = node_graph[a0:a1].unsqueeze(1) == k_graph[k0:k1].unsqueeze(0)  # block diagonal
+            cos = torch.cos(theta) * same
+            sin = torch.sin(theta) * same
+            hs = g[a0:a1] * inv_natoms[a0:a1].float().unsqueeze(1)  # [Na, d]
+            w = w_all[k0:k1]
+            pieces.append(cos @ (w * (cos.T @ hs)) + sin @ (w * (sin.T @ hs)))  # [Na, d]
+        if not pieces:
+            return torch.zeros_like(g)
+        return torch.cat(pieces, dim=0)
+
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(hidden={self.hidden}, {self.filter})"
+
+
+def crystal_groups(atoms: list[int], ks: list[int], waste: float = 8.0, small: int = 65536) -> list[tuple[int, int, int, int]]:
+    """Split consecutive crystals into groups for :meth:`ReciprocalUpdate.transform_dense`.
+
+    A crystal joins the current group while the group's dense size ``N_g·K_g`` stays below
+    ``small`` entries or below ``waste`` times its useful ``Σ N_m·K_m``.
+
+    Returns:
+        ``(atom_start, atom_stop, k_start, k_stop)`` per group, covering every atom.
+    """
+    groups: list[tuple[int, int, int, int]] = []
+    a = k = 0
+    ga, gk, useful = a, k, 0
+    for n_m, k_m in zip(atoms, ks):
+        na, nk, nu = a + n_m - ga, k + k_m - gk, useful + n_m * k_m
+        if a > ga and na * nk > max(small, waste * nu):
+            groups.append((ga, a, gk, k))
+            ga, gk, useful = a, k, 0
+            nu = n_m * k_m
+        useful = nu
+        a += n_m
+        k += k_m
+    if a > ga:
+        groups.append((ga, a, gk, k))
+    return groups
+
