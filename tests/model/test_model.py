@@ -877,7 +877,7 @@ def test_crystal_groups_cover_every_atom_and_bound_the_waste() -> None:
     ks = [0, 9, 30, 746, 4, 1, 61]
     groups = crystal_groups(atoms, ks)
     assert groups[0][0] == 0 and groups[-1][1] == sum(atoms) and groups[-1][3] == sum(ks)
-    for (a0, a1, k0, k1), (b0, _, l0, _) in zip(groups, groups[1:]):
+    for (_, a1, _, k1), (b0, _, l0, _) in zip(groups, groups[1:]):
         assert a1 == b0 and k1 == l0
     starts = np.cumsum([0, *atoms])
     kstarts = np.cumsum([0, *ks])
