@@ -112,27 +112,6 @@ class ReciNet(nn.Module):
         self.target_mean.copy_(torch.nan_to_num(mean))
         self.target_std.copy_(std)
 
-    def standardized(
-        self,
-        atomic_numbers: Tensor,
-        edge_index: Tensor,
-        edge_len: Tensor,
-        node_graph: Tensor,
-        inv_natoms: Tensor,
-        frac: Tensor,
-        k_int: Tensor,
-        k_norm: Tensor,
-        k_slot: Tensor,
-        pair_atom: Tensor,
-        pair_k: Tensor,
-    ) -> Tensor:
-        """Head output in standardised units (what the training loss compares): ``[B, T]``."""
-        x = self.backbone(
-            atomic_numbers, edge_index, edge_len, node_graph, inv_natoms, frac,
-            k_int, k_norm, k_slot, pair_atom, pair_k,
-        )
-        return self.head(x)
-
     def forward(
         self,
         atomic_numbers: Tensor,
@@ -146,12 +125,21 @@ class ReciNet(nn.Module):
         k_slot: Tensor,
         pair_atom: Tensor,
         pair_k: Tensor,
+        standardized: bool = False,
     ) -> Tensor:
-        y = self.standardized(
+        """``[B, T]`` predictions in physical units (``standardized=True``: the head output in
+        standardised units, what the training loss compares)."""
+        x = self.backbone(
             atomic_numbers, edge_index, edge_len, node_graph, inv_natoms, frac,
             k_int, k_norm, k_slot, pair_atom, pair_k,
         )
-        return y * self.target_std + self.target_mean
+        y = self.head(x)
+        return y if standardized else y * self.target_std + self.target_mean
+
+    @torch.jit.ignore
+    def standardized(self, **inputs: Tensor) -> Tensor:
+        """Head output in standardised units for the tensors of :data:`INPUT_NAMES`."""
+        return self(**inputs, standardized=True)
 
     @torch.jit.ignore
     def predict(self, batch: Any) -> Tensor:
