@@ -70,7 +70,7 @@ MATMUL_ROWS = 16384
 
 #: Rough number of simultaneously live ``[P, d]`` float32 temporaries in the reciprocal
 #: block's no-grad forward (h_pair, a product, two gathered filters, their sum).
-_PAIR_TEMPORARIES = 6
+_DENSE_TEMPORARIES = 8  # theta, cos, sin, mask and their products, [N_g, K_g] float32
 
 
 # --------------------------------------------------------------------------- results
@@ -515,8 +515,10 @@ def _available_bytes(device: torch.device) -> int | None:
 
 
 def pair_memory_bytes(pairs: int, hidden: int) -> int:
-    """Rough peak of the ``[P, d]`` float32 temporaries of one reciprocal block (no grad)."""
-    return _PAIR_TEMPORARIES * pairs * hidden * 4
+    """Rough peak of the eager reciprocal block's temporaries for one cell (no grad): its dense
+    ``[N, K]`` float32 matrices (``pairs`` = N·K); the ``[N, d]``/``[K, d]`` blocks are small
+    next to them (``hidden`` is kept for the signature's callers)."""
+    return _DENSE_TEMPORARIES * pairs * 4
 
 
 def measure_share(
