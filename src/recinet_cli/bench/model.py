@@ -514,10 +514,10 @@ def _available_bytes(device: torch.device) -> int | None:
     return None
 
 
-def pair_memory_bytes(pairs: int, hidden: int) -> int:
+def pair_memory_bytes(pairs: int) -> int:
     """Rough peak of the eager reciprocal block's temporaries for one cell (no grad): its dense
     ``[N, K]`` float32 matrices (``pairs`` = N·K); the ``[N, d]``/``[K, d]`` blocks are small
-    next to them (``hidden`` is kept for the signature's callers)."""
+    next to them."""
     return _DENSE_TEMPORARIES * pairs * 4
 
 
@@ -557,7 +557,7 @@ def measure_share(
         pairs=int(inputs["pair_k"].shape[0]),
         prepare_seconds=prepare_seconds,
     )
-    need = pair_memory_bytes(res.pairs, config.hidden)
+    need = pair_memory_bytes(res.pairs)
     free = _available_bytes(device)
     if free is not None and need > memory_fraction * free:
         res.error = (
