@@ -37,7 +37,9 @@ from recinet_cli.featurize.checkpoint import (
     write_shard,
 )
 from recinet_cli.featurize.worker import GraphRecord, featurize_crystal, iter_results
-from recinet_cli.labels import read_labels
+from recinet_cli.labels import Labels, read_labels
+from recinet_cli.store.reader import GraphStore
+from recinet_cli.store.writer import GraphBatch
 from recinet_cli.structures.graph import GraphParams
 from recinet_cli.structures.readers import (
     DisorderMode,
@@ -116,6 +118,37 @@ class _NoProgress:
         pass
 
 
+def _add_results(
+    batch: GraphBatch,
+    results: list[GraphRecord | ReadFailure],
+    ids: dict[str, str],
+    labels: Labels | None,
+    report: FeaturizeReport,
+) -> tuple[int, int]:
+    """Append one input file's results to the batch; returns (stored, failed).
+
+    ``ids`` maps every id stored so far (file, shards, this run) to its source: a repeated id
+    becomes a failure naming the first source.
+    """
+    n_ok = n_bad = 0
+    for r in results:
+        if isinstance(r, GraphRecord) and r.id in ids:
+            r = ReadFailure(r.source, r.id, f"duplicate structure id {r.id!r} (already stored from {ids[r.id]})")
+        if isinstance(r, ReadFailure):
+            batch.add_failure(r.source, r.id, r.reason)
+            report.failures.append(r)
+            n_bad += 1
+            continue
+        targets = labels.lookup(r.id) if labels else None
+        report.unlabelled += labels is not None and targets is None
+        batch.add_graph(r.id, r.source, r.formula, r.lattice, r.numbers, r.frac, r.edge_index, r.edge_image, targets)
+        ids[r.id] = r.source
+        report.atoms += len(r.numbers)
+        report.edges += len(r.edge_index)
+        n_ok += 1
+    return n_ok, n_bad
+
+
 def featurize(cfg: FeaturizeConfig, progress: Progress | None = None) -> FeaturizeReport:
     """Featurize ``cfg.inputs`` into ``cfg.output`` (resuming or appending when it exists).
 
@@ -123,8 +156,6 @@ def featurize(cfg: FeaturizeConfig, progress: Progress | None = None) -> Featuri
         RecinetError: the output cannot be written, duplicate ids, a labels file that cannot
             be read, or an existing file / pending run built with other settings.
     """
-    from recinet_cli.store.writer import GraphBatch
-
     t0 = time.perf_counter()
     progress = progress or _NoProgress()
     check_output_writable(cfg.output)
@@ -149,36 +180,7 @@ def featurize(cfg: FeaturizeConfig, progress: Progress | None = None) -> Featuri
     progress.start(len(todo), report.files_skipped)
     try:
         for f, results in iter_results(todo, cfg.workers, cfg.params, ReadOptions(cfg.disorder)):
-            n_ok = n_bad = 0
-            for r in results:
-                if isinstance(r, GraphRecord) and r.id in state.ids:
-                    r = ReadFailure(
-                        r.source,
-                        r.id,
-                        f"duplicate structure id {r.id!r} (already stored from {state.ids[r.id]})",
-                    )
-                if isinstance(r, ReadFailure):
-                    batch.add_failure(r.source, r.id, r.reason)
-                    report.failures.append(r)
-                    n_bad += 1
-                    continue
-                targets = labels.lookup(r.id) if labels else None
-                report.unlabelled += labels is not None and targets is None
-                batch.add_graph(
-                    r.id,
-                    r.source,
-                    r.formula,
-                    r.lattice,
-                    r.numbers,
-                    r.frac,
-                    r.edge_index,
-                    r.edge_image,
-                    targets,
-                )
-                state.ids[r.id] = r.source
-                report.atoms += len(r.numbers)
-                report.edges += len(r.edge_index)
-                n_ok += 1
+            n_ok, n_bad = _add_results(batch, results, state.ids, labels, report)
             batch.inputs.append(abs_source(f))
             report.files_read += 1
             report.stored += n_ok
@@ -193,8 +195,6 @@ def featurize(cfg: FeaturizeConfig, progress: Progress | None = None) -> Featuri
     finally:
         progress.stop()
     report.failed += len(discovery_failures)
-    from recinet_cli.store.reader import GraphStore
-
     finish(cfg, state, labels, discovery_failures)
     with GraphStore(cfg.output) as store:
         report.total_stored = len(store)
