@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -108,26 +109,32 @@ def assert_same(a: Tensor, b: Tensor, what: str, scale: float | None = None) -> 
     assert err <= REL_TOL * scale, f"{what}: max |diff| {err:.3g} > {REL_TOL * scale:.3g}"
 
 
+@contextmanager
+def reciprocal_outputs(model: ReciNet) -> Iterator[list[Tensor]]:
+    """Collect the output of every :class:`ReciprocalUpdate` call while the block is open."""
+    captured: list[Tensor] = []
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, out: captured.append(out))
+        for m in model.modules()
+        if isinstance(m, ReciprocalUpdate)
+    ]
+    try:
+        yield captured
+    finally:
+        for h in hooks:
+            h.remove()
+
+
 def probe(model: ReciNet, datas: Sequence[Data]) -> dict[str, Tensor]:
     """Eval-mode prediction ``y [B, T]``, pooled graph vector ``x [B, d]`` and the per-crystal
     mean of every block's reciprocal update ``u [B, blocks * d]`` (the long-range stream on
     its own: invariance errors there are not drowned by the local conv)."""
     assert not model.training
     batch = batch_of(datas)
-    updates: list[Tensor] = []
-    hooks = [
-        m.register_forward_hook(lambda _m, _i, out: updates.append(out))
-        for m in model.modules()
-        if isinstance(m, ReciprocalUpdate)
-    ]
-    try:
-        with torch.no_grad():
-            inputs = prepare_inputs(batch, model.config)
-            y = model(**inputs)
-            x = model.backbone(**inputs)
-    finally:
-        for h in hooks:
-            h.remove()
+    with reciprocal_outputs(model) as updates, torch.no_grad():
+        inputs = prepare_inputs(batch, model.config)
+        y = model(**inputs)
+        x = model.backbone(**inputs)
     n_graphs = len(datas)
     counts = torch.bincount(batch.batch, minlength=n_graphs).unsqueeze(1)
     pooled = [
@@ -831,18 +838,8 @@ def test_reciprocal_update_is_zero_without_kvectors(cells: dict[str, Cell]) -> N
     """SPEC §3: h~ = W_mix(Σ_G ...); with no k-vectors the sum is empty and the update is 0."""
     model, datas, _ = _zero_k_setup(cells)
     batch = batch_of(datas[:1])
-    captured: list[Tensor] = []
-    hooks = [
-        m.register_forward_hook(lambda _m, _i, o: captured.append(o))
-        for m in model.modules()
-        if isinstance(m, ReciprocalUpdate)
-    ]
-    try:
-        with torch.no_grad():
-            model(**prepare_inputs(batch, model.config))
-    finally:
-        for h in hooks:
-            h.remove()
+    with reciprocal_outputs(model) as captured, torch.no_grad():
+        model(**prepare_inputs(batch, model.config))
     assert captured and all((u == 0).all() for u in captured)
 
 
