@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from recinet_cli.structures.crystal import wrap_fractional
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 TEST_DATA = ROOT / "tests" / "data"
@@ -53,8 +55,7 @@ def jarvis_cell(entry: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, list[str
     lattice = np.asarray(a["lattice_mat"], dtype=np.float64)
     coords = np.asarray(a["coords"], dtype=np.float64)
     frac = np.linalg.solve(lattice.T, coords.T).T if a["cartesian"] else coords
-    frac = frac - np.floor(frac)
-    frac[frac >= 1.0] = 0.0
+    frac = wrap_fractional(frac)
     return lattice, frac, list(a["elements"])
 
 

@@ -102,15 +102,29 @@ def test_appending_with_other_parameters_is_refused(tmp_path: Path, mp_cifs: Pat
     assert GraphStore(out).featurizer["max_neighbors"] == 12
 
 
-def _run_and_kill(cmd: list[str], delay: float) -> int | None:
-    """Start ``cmd``, SIGKILL it after ``delay`` s; return its exit code if it finished first."""
+def _shards(out: Path) -> int:
+    partial = Path(str(out) + ".partial")
+    return len(list(partial.glob("shard-*.h5"))) if partial.is_dir() else 0
+
+
+def _run_and_kill(cmd: list[str], out: Path, new_shards: int, jitter: float) -> int | None:
+    """Start ``cmd`` and SIGKILL it ``jitter`` s after ``new_shards`` more shards appeared
+    (so every kill lands mid-run, whatever the machine's speed, and at varying points: while
+    reading, building graphs or writing the next shard). Returns the exit code if the run
+    finished first."""
+    target = _shards(out) + new_shards
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        return proc.wait(timeout=delay)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the workers die too, as with a real kill -9
-        proc.wait()
-        return None
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and _shards(out) < target:
+        assert time.monotonic() < deadline, "no progress in 120 s"
+        time.sleep(0.005)
+    if proc.poll() is None:
+        time.sleep(jitter)
+    if proc.poll() is not None:
+        return proc.wait()
+    os.killpg(proc.pid, signal.SIGKILL)  # the workers die too, as with a real kill -9
+    proc.wait()
+    return None
 
 
 def _assert_valid_leftovers(out: Path) -> None:
@@ -133,10 +147,8 @@ def test_sigkill_at_any_moment_then_resume_gives_identical_file(tmp_path: Path, 
     out = tmp_path / "killed.h5"
     rng = np.random.default_rng(0)
     kills = 0
-    for attempt in range(40):
-        # later attempts wait longer, so a loaded machine (slow start-up) still gets through
-        delay = float(rng.uniform(0.6, 1.6)) + 0.25 * attempt
-        rc = _run_and_kill([*cmd, "-o", str(out)], delay=delay)
+    for _ in range(40):
+        rc = _run_and_kill([*cmd, "-o", str(out)], out, new_shards=6, jitter=float(rng.uniform(0.0, 0.05)))
         if rc is not None:
             assert rc == 0
             break

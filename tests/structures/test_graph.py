@@ -37,6 +37,7 @@ import pytest
 
 from recinet_cli.bench.reference import reference_edges
 from recinet_cli.errors import StructureError
+from recinet_cli.structures.crystal import wrap_fractional
 from recinet_cli.structures.graph import GraphParams, PeriodicGraph, build_graph, edge_vectors
 from tests.conftest import jarvis_cell, shared_path
 
@@ -65,12 +66,6 @@ def _keys(src: np.ndarray, dst: np.ndarray, image: np.ndarray) -> list[Key]:
         for s, d, n in zip(src.tolist(), dst.tolist(), image.tolist(), strict=True)
     ]
 
-
-def _wrap(frac: np.ndarray) -> np.ndarray:
-    """Fractional coordinates wrapped into [0, 1), as ``jarvis_cell`` does."""
-    frac = frac - np.floor(frac)
-    frac[frac >= 1.0] = 0.0
-    return frac
 
 
 def _entry(entries: list[dict[str, Any]], jid: str) -> dict[str, Any]:
@@ -191,7 +186,7 @@ def _load_2d_monolayers(count: int) -> list[tuple[str, np.ndarray, np.ndarray, l
         attrs = rec["attributes"]
         lattice = np.round(np.asarray(attrs["lattice_vectors"], dtype=np.float64), 5)
         cart = np.asarray(attrs["cartesian_site_positions"], dtype=np.float64)
-        frac = _wrap(np.linalg.solve(lattice.T, cart.T).T)
+        frac = wrap_fractional(np.linalg.solve(lattice.T, cart.T).T)
         out.append((str(rec["id"]), lattice, frac, list(attrs["species_at_sites"])))
     return out
 
@@ -327,7 +322,7 @@ def _transform(
     unwrapped = frac[perm] @ np.linalg.inv(basis)
     if shift is not None:
         unwrapped = unwrapped + shift
-    new_frac = _wrap(unwrapped) if wrap else unwrapped.copy()
+    new_frac = wrap_fractional(unwrapped) if wrap else unwrapped.copy()
     if atom_image is not None:
         k, offset = atom_image
         new_frac[k] = new_frac[k] + offset

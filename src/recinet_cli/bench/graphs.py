@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from recinet_cli.bench.reference import reference_edges
+from recinet_cli.structures.crystal import wrap_fractional
 from recinet_cli.structures.graph import GraphParams, PeriodicGraph, build_graph, edge_vectors
 
 
@@ -55,8 +56,7 @@ def jarvis_cells(path: str, limit: int | None = None) -> Iterable[tuple[str, np.
         lattice = np.round(np.asarray(a["lattice_mat"], dtype=np.float64), 5)
         coords = np.asarray(a["coords"], dtype=np.float64)
         frac = np.linalg.solve(lattice.T, coords.T).T if a["cartesian"] else coords
-        frac = frac - np.floor(frac)
-        frac[frac >= 1.0] = 0.0
+        frac = wrap_fractional(frac)
         yield e["jid"], lattice, frac, list(a["elements"])
 
 

@@ -19,6 +19,8 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import h5py
+
 from recinet_cli.errors import RecinetError, StoreError
 from recinet_cli.labels import Labels
 from recinet_cli.structures.readers import InputFile, ReadFailure
@@ -77,8 +79,6 @@ def _read_existing(
     output: str, cfg: FeaturizeConfig, labels: Labels | None
 ) -> tuple[set[str], dict[str, str], list[str]]:
     """Inputs and ids already in the output file; refuses a file built differently."""
-    import h5py
-
     from recinet_cli.store.schema import SCHEMA, featurizer_hash
 
     try:
@@ -104,13 +104,7 @@ def _read_existing(
                 f"{output}: has targets {names or 'none'} but this run has {want or 'none'}; "
                 "use --overwrite or another output file"
             )
-        inputs = {_decode(s) for s in h5["inputs/source"][:]}
-        ids = dict(
-            zip(
-                (_decode(s) for s in h5["structures/id"][:]),
-                (_decode(s) for s in h5["structures/source"][:]),
-            )
-        )
+        inputs, ids = stored_inputs_and_ids(h5)
         merged = json.loads(h5.attrs.get("merged_runs", "[]"))
     return inputs, ids, merged
 
@@ -120,14 +114,15 @@ def _diff(a: dict[str, object], b: dict[str, object]) -> str:
     return ", ".join(f"{k}: file {a.get(k)!r} vs now {b.get(k)!r}" for k in keys) or "hash differs"
 
 
-def _decode(x: bytes | str) -> str:
-    return x.decode("utf-8") if isinstance(x, bytes) else x
+def stored_inputs_and_ids(h5: h5py.File) -> tuple[set[str], dict[str, str]]:
+    """Processed input files and the id -> source map of a store or shard."""
+    inputs = set(h5["inputs/source"].asstr()[:].tolist())
+    ids = dict(zip(h5["structures/id"].asstr()[:].tolist(), h5["structures/source"].asstr()[:].tolist()))
+    return inputs, ids
 
 
 def prepare(cfg: FeaturizeConfig, labels: Labels | None) -> RunState:
     """Open or resume the partial directory; collect what is already done."""
-    import h5py
-
     output = cfg.output
     partial = output + PARTIAL_SUFFIX
     if cfg.overwrite:
@@ -169,13 +164,9 @@ def prepare(cfg: FeaturizeConfig, labels: Labels | None) -> RunState:
             os.remove(os.path.join(partial, name))  # a shard that was being written when killed
     for name in shards:
         with h5py.File(os.path.join(partial, name), "r") as h5:
-            done.update(_decode(s) for s in h5["inputs/source"][:])
-            ids.update(
-                zip(
-                    (_decode(s) for s in h5["structures/id"][:]),
-                    (_decode(s) for s in h5["structures/source"][:]),
-                )
-            )
+            shard_inputs, shard_ids = stored_inputs_and_ids(h5)
+            done.update(shard_inputs)
+            ids.update(shard_ids)
     n_next = 1 + max((int(s[6:12]) for s in shards), default=-1)
     return RunState(token, partial, [os.path.join(partial, s) for s in shards], done, ids, n_next)
 
@@ -218,8 +209,6 @@ def merge(
     cfg: FeaturizeConfig, state: RunState, labels: Labels | None, extra_failures: list[ReadFailure]
 ) -> None:
     """Existing output + shards -> OUT.h5.tmp-TOKEN -> atomic rename over OUT.h5."""
-    import h5py
-
     from recinet_cli.store.writer import GraphBatch, append_batch, create_store, iter_batches
 
     params = cfg.params.as_dict()

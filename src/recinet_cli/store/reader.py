@@ -74,7 +74,7 @@ class GraphStore:
             self.target_names: list[str] = json.loads(attrs["target_names"])
             self.target_units: list[str] = json.loads(attrs["target_units"])
             self.recinet_version: str = str(attrs["recinet_version"])
-            self.ids: list[str] = [_s(x) for x in h5["structures/id"][:]]
+            self.ids: list[str] = h5["structures/id"].asstr()[:].tolist()
             self._atom_ptr = h5["structures/atom_ptr"][:]
             self._edge_ptr = h5["structures/edge_ptr"][:]
             if preload:
@@ -172,17 +172,7 @@ class GraphStore:
         """``(source, id, reason)`` of every input that could not be stored."""
         h5 = self._open() if self._mem is None else h5py.File(self.path, "r")
         try:
-            return list(
-                zip(
-                    (_s(x) for x in h5["failed/source"][:]),
-                    (_s(x) for x in h5["failed/id"][:]),
-                    (_s(x) for x in h5["failed/reason"][:]),
-                )
-            )
+            return list(zip(*(h5[f"failed/{name}"].asstr()[:].tolist() for name in ("source", "id", "reason"))))
         finally:
             if self._mem is not None:
                 h5.close()
-
-
-def _s(x: bytes | str) -> str:
-    return x.decode("utf-8") if isinstance(x, bytes) else x

@@ -233,4 +233,4 @@ def iter_batches(h5: h5py.File, rows: int = 1024) -> Iterator[GraphBatch]:
 
 
 def _strs(ds: h5py.Dataset, start: int = 0, stop: int | None = None) -> list[str]:
-    return [s.decode("utf-8") if isinstance(s, bytes) else s for s in ds[start:stop]]
+    return ds.asstr()[start:stop].tolist()

@@ -7,7 +7,7 @@ it, validation runs on it, and the graph builder consumes it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -42,7 +42,6 @@ class Crystal:
     lattice: np.ndarray
     frac: np.ndarray
     numbers: np.ndarray
-    meta: dict[str, object] = field(default_factory=dict)
 
     @classmethod
     def create(
@@ -87,10 +86,6 @@ class Crystal:
         uniq, counts = np.unique(self.numbers, return_counts=True)
         comp = Composition({Element.from_Z(int(z)): int(c) for z, c in zip(uniq, counts, strict=True)})
         return comp.formula
-
-    def with_id(self, new_id: str) -> Crystal:
-        """Copy with another id (used when suffixing duplicate ids)."""
-        return Crystal(new_id, self.source, self.lattice, self.frac, self.numbers, dict(self.meta))
 
 
 def wrap_fractional(frac: np.ndarray) -> np.ndarray:
