@@ -66,3 +66,5 @@ def _isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: p
     for var in ("XDG_CACHE_HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME"):
         monkeypatch.setenv(var, str(home / var.lower()))
     monkeypatch.setenv("RECINET_HOME", str(home / "recinet"))
+    for var in ("RECINET_CACHE_DIR", "RECINET_MODELS_DIR"):
+        monkeypatch.delenv(var, raising=False)

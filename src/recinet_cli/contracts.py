@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import MISSING, dataclass, fields, is_dataclass
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from recinet_cli.errors import PluginError
 
@@ -57,12 +57,15 @@ class PropertyInfo:
         unit: Unit string, e.g. ``"eV/atom"``; ``""`` for dimensionless properties.
         description: One line for ``recinet plugins`` style listings.
         aliases: Other names accepted for this property, e.g. ``("ef", "e_form")``.
+        size: Number of labelled structures in the full dataset (``recinet datasets``), or
+            ``None`` when unknown (local data).
     """
 
     name: str
     unit: str
     description: str = ""
     aliases: tuple[str, ...] = ()
+    size: int | None = None
 
     def matches(self, name: str) -> bool:
         """Whether ``name`` is this property's name or one of its aliases (exact match)."""
@@ -82,6 +85,11 @@ class DatasetSplit:
         properties: ``[n_props]`` the loaded properties, in column order.
         split: ``{"train": [...], "val": [...], "test": [...]}`` lists of structure ids
             (:attr:`Crystal.id`); an empty dict when the dataset has no official split.
+        property_splits: ``{property name: {"train": [...], ...}}`` for datasets whose
+            official split differs per property (the JARVIS leaderboard splits each
+            property's labelled subset separately). A property listed here uses its own
+            split and ``split`` is ignored for it: in a multi-task run a label is used for
+            training only when its structure is in that property's train list.
 
     Raises:
         PluginError: on construction, when the shapes or split keys are inconsistent.
@@ -93,6 +101,7 @@ class DatasetSplit:
     targets: np.ndarray
     properties: tuple[PropertyInfo, ...]
     split: dict[str, list[str]]
+    property_splits: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         """Check that ``targets`` is ``[n_structures, n_props]`` and the split keys are known."""
@@ -103,17 +112,26 @@ class DatasetSplit:
                 f"dataset {self.name!r}: targets have shape {shape}, expected {expected} "
                 "([n_structures, n_props])"
             )
-        unknown = sorted(set(self.split) - set(SPLIT_KEYS))
+        keys = set(self.split).union(*(set(s) for s in self.property_splits.values()))
+        unknown = sorted(keys - set(SPLIT_KEYS))
         if unknown:
             raise PluginError(
                 f"dataset {self.name!r}: unknown split key(s) {', '.join(unknown)}; "
                 f"valid: {', '.join(SPLIT_KEYS)}"
             )
 
+        extra = sorted(set(self.property_splits) - set(self.property_names))
+        if extra:
+            raise PluginError(f"dataset {self.name!r}: property_splits for unloaded propert(y/ies) {', '.join(extra)}")
+
     @property
     def property_names(self) -> tuple[str, ...]:
         """``[n_props]`` canonical property names, in column order."""
         return tuple(p.name for p in self.properties)
+
+    def split_of(self, prop: str) -> dict[str, list[str]]:
+        """The split that applies to property ``prop`` (its own, or the common one)."""
+        return self.property_splits.get(prop, self.split)
 
 
 class DatasetPlugin(ABC):
@@ -134,6 +152,14 @@ class DatasetPlugin(ABC):
     name: ClassVar[str]
     description: ClassVar[str] = ""
     dataset_version: ClassVar[str] = ""
+    #: Number of cross-validation folds (``--fold 0..folds-1``); 0 = one fixed split.
+    folds: ClassVar[int] = 0
+
+    def preset(self, props: Sequence[str]) -> dict[str, Any]:
+        """Training settings the paper uses for these properties (SPEC §6), e.g.
+        ``{"blocks": 3, "epochs": 500, "lr": 1e-3}``; keys are ``recinet train`` option
+        names. ``props`` are canonical names. Default: no task-specific preset."""
+        return {}
 
     @abstractmethod
     def properties(self) -> list[PropertyInfo]:
