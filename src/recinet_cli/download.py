@@ -14,13 +14,15 @@ name) and calls :func:`fetch`. The file lands in ``cache_dir()/downloads/NAME``:
    ``os.replace`` onto ``NAME``. A crash can leave a ``.part-*`` file, never a wrong ``NAME``.
 
 Files whose checksum could not be pinned when the plugin was written (``sha256=None``) are
-verified against the checksum recorded at their first download (trust on first use), and
-the recorded value is shown so it can be pinned.
+verified against the checksum recorded at their first download (trust on first use), also
+when a corrupted cache entry is downloaded again; the recorded value is shown so it can be
+pinned.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import sys
@@ -29,6 +31,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from recinet_cli.errors import RecinetError
 from recinet_cli.paths import cache_dir
@@ -146,57 +149,114 @@ def fetch(
         if _cached_ok(target, remote):
             return target
         target.unlink()  # a stale or corrupted cache entry: fetch it again
-        _sidecar(target).unlink(missing_ok=True)
     target.parent.mkdir(parents=True, exist_ok=True)
-    digest = _download(remote, target, progress, timeout)
+    digest = _download(remote, target, _expected(target, remote), progress, timeout)
     _record(target, digest)
     if remote.sha256 is None:
         print(f"recinet: {remote.name}: sha256 {digest} (recorded; not pinned by the plugin)", file=sys.stderr)
     return target
 
 
-def _download(remote: RemoteFile, target: Path, progress: bool | None, timeout: float) -> str:
-    """Stream ``remote.url`` to a temporary file beside ``target``, verify, rename."""
+def _expected(target: Path, remote: RemoteFile) -> tuple[str, str] | None:
+    """``(sha256, where it comes from)`` a download of ``remote`` must match, or ``None``.
+
+    The plugin's pinned checksum wins; an unpinned file must match the checksum recorded at
+    its first download (trust on first use), which survives a corrupted cache entry.
+    """
+    if remote.sha256 is not None:
+        return remote.sha256, "pinned by the plugin"
+    rec = _recorded(target)
+    digest = rec.get("sha256") if rec is not None else None
+    if isinstance(digest, str):
+        side = _sidecar(target)
+        return digest, f"recorded at the first download; delete {side} to accept a new file"
+    return None
+
+
+def _open(remote: RemoteFile, what: str, timeout: float) -> http.client.HTTPResponse:
+    """Open ``remote.url`` (any error becomes a one-line :class:`DownloadError`)."""
+    request = urllib.request.Request(remote.url, headers={"User-Agent": "recinet"})
+    try:
+        return urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        exc.close()  # the error response holds the connection open
+        raise DownloadError(
+            f"cannot download {what} from {remote.url}: HTTP {exc.code} {_one_line(exc.reason)}; "
+            f"{_hint(remote)}"
+        ) from exc
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise DownloadError(
+            f"cannot download {what} from {remote.url}: {_one_line(reason)}; {_hint(remote)}"
+        ) from exc
+
+
+def _one_line(reason: object) -> str:
+    """``str(reason)`` squeezed onto one line (or the type name when it is empty)."""
+    text = " ".join(str(reason).split())
+    return text or type(reason).__name__
+
+
+def _stream(response: http.client.HTTPResponse, out: BinaryIO, remote: RemoteFile, what: str, progress: bool | None) -> str:
+    """Copy the response body into ``out`` while hashing; returns the hex SHA-256.
+
+    Raises:
+        DownloadError: the connection broke, or fewer bytes came than ``Content-Length``.
+    """
+    length = response.headers.get("Content-Length")
+    total = int(length) if length and length.isdigit() else None
+    h = hashlib.sha256()
+    received = 0
+    with _progress_bar(what, total, progress) as advance:
+        while True:
+            try:
+                chunk = response.read(_CHUNK)
+            except (OSError, ValueError, http.client.HTTPException) as exc:  # incl. IncompleteRead
+                raise DownloadError(
+                    f"download of {what} from {remote.url} broke off after {received} bytes: "
+                    f"{_one_line(exc)}"
+                ) from exc
+            if not chunk:
+                break
+            out.write(chunk)
+            h.update(chunk)
+            received += len(chunk)
+            advance(len(chunk))
+    if total is not None and received != total:
+        raise DownloadError(
+            f"download of {what} from {remote.url} is truncated: {received} of {total} bytes"
+        )
+    return h.hexdigest()
+
+
+def _download(
+    remote: RemoteFile,
+    target: Path,
+    expected: tuple[str, str] | None,
+    progress: bool | None,
+    timeout: float,
+) -> str:
+    """Stream ``remote.url`` to a temporary file beside ``target``, verify, rename.
+
+    Args:
+        expected: ``(sha256, origin)`` the file must match (see :func:`_expected`), or ``None``.
+
+    Returns:
+        The hex SHA-256 of the file now at ``target``.
+    """
     fd, tmp_name = tempfile.mkstemp(prefix=target.name + ".part-", dir=target.parent)
     tmp = Path(tmp_name)
     what = remote.description or remote.name
     try:
         with os.fdopen(fd, "wb") as out:
-            request = urllib.request.Request(remote.url, headers={"User-Agent": "recinet"})
-            try:
-                response = urllib.request.urlopen(request, timeout=timeout)
-            except (urllib.error.URLError, OSError) as exc:
-                reason = getattr(exc, "reason", exc)
-                raise DownloadError(f"cannot download {what} from {remote.url}: {reason}; {_hint(remote)}") from exc
-            with response:
-                length = response.headers.get("Content-Length")
-                total = int(length) if length and length.isdigit() else None
-                h = hashlib.sha256()
-                received = 0
-                with _progress_bar(what, total, progress) as advance:
-                    while True:
-                        try:
-                            chunk = response.read(_CHUNK)
-                        except (OSError, ValueError) as exc:  # incl. http.client.IncompleteRead
-                            raise DownloadError(
-                                f"download of {what} from {remote.url} broke off after {received} bytes: {exc}"
-                            ) from exc
-                        if not chunk:
-                            break
-                        out.write(chunk)
-                        h.update(chunk)
-                        received += len(chunk)
-                        advance(len(chunk))
-            if total is not None and received != total:
-                raise DownloadError(
-                    f"download of {what} from {remote.url} is truncated: {received} of {total} bytes"
-                )
+            with _open(remote, what, timeout) as response:
+                digest = _stream(response, out, remote, what, progress)
             out.flush()
             os.fsync(out.fileno())
-        digest = h.hexdigest()
-        if remote.sha256 is not None and digest != remote.sha256:
+        if expected is not None and digest != expected[0]:
             raise DownloadError(
-                f"checksum mismatch for {what} from {remote.url}: sha256 {digest}, expected {remote.sha256}"
+                f"checksum mismatch for {what} from {remote.url}: sha256 {digest}, "
+                f"expected {expected[0]} ({expected[1]})"
             )
         os.replace(tmp, target)
         return digest

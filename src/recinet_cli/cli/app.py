@@ -10,10 +10,13 @@ from __future__ import annotations
 import typer
 from typer.core import TyperGroup
 
+from recinet_cli.cli import datasets as datasets_cmd
 from recinet_cli.cli import featurize as featurize_cmd
 from recinet_cli.cli import plugins as plugins_cmd
+from recinet_cli.cli import train as train_cmd
 from recinet_cli.cli.bench import bench_app
 from recinet_cli.cli.common import print_error, state
+from recinet_cli.cli.models import models_app
 
 
 class _Group(TyperGroup):
@@ -66,7 +69,10 @@ def _root(
 
 
 app.command("featurize")(featurize_cmd.featurize)
+app.command("train")(train_cmd.train)
+app.command("datasets")(datasets_cmd.datasets)
 app.command("plugins")(plugins_cmd.plugins)
+app.add_typer(models_app, name="models")
 app.add_typer(bench_app, name="bench")
 
 

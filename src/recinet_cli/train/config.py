@@ -1,0 +1,188 @@
+"""The resolved training configuration: defaults < dataset preset < config file < flags.
+
+Every value that shapes a run lives in :class:`TrainConfig`; the resolved object is written
+to ``RUN/config.json`` and into the model bundle, so a run can be repeated exactly with
+``recinet train --config RUN/config.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from recinet_cli.errors import RecinetError
+
+Precision = Literal["fp32", "bf16"]
+
+#: Model settings a config may override besides ``blocks`` (ModelConfig field names).
+MODEL_KEYS = ("hidden", "rbf_bins", "reciprocal", "kset", "gmax", "box", "filter_rbf", "head", "head_options")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run (SPEC §6 defaults).
+
+    Attributes:
+        task: ``DATASET:PROP[,PROP...]`` as typed.
+        data: local data for the dataset plugin (folder, file) or ``None``.
+        fold: cross-validation fold (Matbench) or ``None``.
+        epochs, lr, batch_size, weight_decay: optimiser schedule (Adam, OneCycle per batch;
+            ``lr`` is OneCycle's peak); weight decay skips biases and norm parameters.
+        blocks: number of ReciNet blocks.
+        model: other :class:`~recinet_cli.model.config.ModelConfig` overrides (see
+            :data:`MODEL_KEYS`); ``head`` defaults to ``scalar`` (one property) or ``mt-moe``.
+        seed: seeds Python, NumPy and torch, the sampler order and the split of datasets
+            without an official split.
+        deterministic: ``torch.use_deterministic_algorithms(True)`` (slower on GPU).
+        clip_grad: max gradient norm (``None``: no clipping, the paper's setting).
+        precision: ``fp32`` or ``bf16`` autocast.
+        patience: stop after this many epochs without a better validation MAE (``None``: never).
+        val_fraction, test_fraction: random split for datasets without an official one.
+        device: ``auto`` | ``cpu`` | ``cuda``; gpus: processes on GPUs; nprocs: CPU processes
+            (gloo), for testing DDP without GPUs.
+        num_workers: DataLoader workers per process.
+        out: run directory; name: model store name (default from the task); register: add
+            the final bundle to the model store.
+        tensorboard: also log scalars for TensorBoard (needs the ``tensorboard`` package).
+    """
+
+    task: str
+    data: str | None = None
+    fold: int | None = None
+    epochs: int = 500
+    lr: float = 1e-3
+    batch_size: int = 64
+    weight_decay: float = 1e-5
+    blocks: int = 4
+    model: Mapping[str, Any] = field(default_factory=dict)
+    seed: int = 123
+    deterministic: bool = False
+    clip_grad: float | None = None
+    precision: Precision = "fp32"
+    patience: int | None = None
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    device: str = "auto"
+    gpus: int = 0
+    nprocs: int = 1
+    num_workers: int = 0
+    out: str | None = None
+    name: str | None = None
+    register: bool = True
+    tensorboard: bool = False
+
+    def __post_init__(self) -> None:
+        def bad(key: str, why: str) -> RecinetError:
+            return RecinetError(f"training config: {key} {why}")
+
+        for key in ("epochs", "batch_size", "blocks", "nprocs"):
+            if int(getattr(self, key)) < 1:
+                raise bad(key, f"must be >= 1, got {getattr(self, key)}")
+        if not self.lr > 0:
+            raise bad("lr", f"must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise bad("weight_decay", f"must be >= 0, got {self.weight_decay}")
+        if self.precision not in ("fp32", "bf16"):
+            raise bad("precision", f"must be fp32 or bf16, got {self.precision!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise bad("device", f"must be auto, cpu or cuda, got {self.device!r}")
+        if self.gpus < 0 or self.num_workers < 0:
+            raise bad("gpus/num_workers", "must be >= 0")
+        if self.gpus and self.nprocs > 1:
+            raise bad("nprocs", "is for CPU runs; with --gpus N the process count is N")
+        if self.patience is not None and self.patience < 1:
+            raise bad("patience", f"must be >= 1, got {self.patience}")
+        if self.clip_grad is not None and not self.clip_grad > 0:
+            raise bad("clip_grad", f"must be > 0, got {self.clip_grad}")
+        if not (0 < self.val_fraction < 1 and 0 <= self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
+            raise bad("val_fraction/test_fraction", "must leave a non-empty training set")
+        unknown = sorted(set(self.model) - set(MODEL_KEYS))
+        if unknown:
+            raise bad("model", f"unknown key(s) {', '.join(unknown)}; valid: {', '.join(MODEL_KEYS)}")
+        object.__setattr__(self, "model", dict(self.model))
+
+    @property
+    def world_size(self) -> int:
+        """Processes this config launches (when not under torchrun)."""
+        return self.gpus if self.gpus else self.nprocs
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (round-trips through :func:`from_mapping`)."""
+        d = asdict(self)
+        d["model"] = dict(self.model)
+        return d
+
+
+def from_mapping(data: Mapping[str, Any], where: str = "config") -> TrainConfig:
+    """Build a :class:`TrainConfig`, naming unknown keys and the valid ones."""
+    valid = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(data) - valid)
+    if unknown:
+        raise RecinetError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
+    if "task" not in data:
+        raise RecinetError(f"{where}: no task (e.g. task = \"matbench:jdft2d\")")
+    try:
+        return TrainConfig(**dict(data))
+    except TypeError as exc:
+        raise RecinetError(f"{where}: {exc}") from exc
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Settings from a TOML or JSON file (``RUN/config.json`` of an earlier run works)."""
+    p = Path(path)
+    try:
+        text = p.read_bytes()
+    except OSError as exc:
+        raise RecinetError(f"{p}: cannot read config file: {exc.strerror or exc}") from exc
+    try:
+        if p.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib  # type: ignore[no-redef]
+            data = tomllib.loads(text.decode())
+    except ValueError as exc:
+        raise RecinetError(f"{p}: not valid {'JSON' if p.suffix.lower() == '.json' else 'TOML'}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise RecinetError(f"{p}: expected a table of settings")
+    return data
+
+
+def resolve(
+    task: str | None,
+    preset: Mapping[str, Any],
+    file_values: Mapping[str, Any],
+    flags: Mapping[str, Any],
+) -> TrainConfig:
+    """Merge, lowest precedence first: :class:`TrainConfig` defaults, the dataset's paper
+    preset, the config file, then the command-line flags that were given (``None`` = not
+    given). ``model`` tables merge key by key."""
+    merged: dict[str, Any] = {}
+    model: dict[str, Any] = {}
+    for layer in (preset, file_values, {k: v for k, v in flags.items() if v is not None}):
+        for key, value in layer.items():
+            if key == "model":
+                model.update(value)
+            else:
+                merged[key] = value
+    if task is not None:
+        merged["task"] = task
+    merged["model"] = model
+    return from_mapping(merged)
+
+
+def with_updates(cfg: TrainConfig, **changes: Any) -> TrainConfig:
+    """A copy of ``cfg`` with some fields changed (validated again)."""
+    return replace(cfg, **changes)
+
+
+def write_config(cfg: TrainConfig, path: Path) -> None:
+    """Write the resolved config as JSON (atomically)."""
+    from recinet_cli.train.checkpoint import atomic_write_text
+
+    atomic_write_text(path, json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
