@@ -9,6 +9,8 @@ import typer
 from recinet_cli.cli.common import console, print_error
 
 COLUMNS = ("dataset", "version", "property", "unit", "size", "aliases", "description")
+#: What the terminal table shows (the JSON has every column).
+TABLE_COLUMNS = ("dataset", "property", "unit", "size", "aliases")
 
 
 def dataset_rows() -> list[dict[str, object]]:
@@ -44,10 +46,16 @@ def datasets(
         console.print(json.dumps(rows, indent=2), soft_wrap=True, markup=False, highlight=False, emoji=False)
         return
     table = Table(title="datasets (recinet train --task DATASET:PROP)", title_justify="left")
-    for col in COLUMNS:
+    for col in TABLE_COLUMNS:
         table.add_column(col, justify="right" if col == "size" else "left", overflow="fold")
     for row in rows:
         size = row["size"]
-        table.add_row(*(Text(f"{size:,}" if c == "size" and size is not None else ("-" if row[c] is None else str(row[c])))
-                        for c in COLUMNS))
+        cells = {
+            "dataset": f"{row['dataset']} {row['version']}".strip(),
+            "property": row["property"],
+            "unit": row["unit"] or "-",
+            "size": f"{size:,}" if size is not None else "-",
+            "aliases": ", ".join(str(row["aliases"]).split(", ")[:3]),
+        }
+        table.add_row(*(Text(str(cells[c])) for c in TABLE_COLUMNS))
     console.print(table)

@@ -41,8 +41,13 @@ def _model_flags(head: str | None, head_option: list[str], kset: str | None, gma
 
 
 def _summary(result: Any) -> None:
+    import os
+
     from rich.table import Table
     from rich.text import Text
+
+    if os.environ.get("RANK", "0") != "0":  # under torchrun every rank runs this command
+        return
 
     r = result.results
     table = Table(title=f"{r.get('task')}  (best epoch {r.get('best_epoch')} of {r.get('epochs_run')})",

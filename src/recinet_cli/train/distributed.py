@@ -20,7 +20,10 @@ import torch.distributed as dist
 
 from recinet_cli.errors import RecinetError
 
-__all__ = ["DistInfo", "all_reduce_sum", "barrier", "broadcast_object", "init_distributed", "launch", "under_torchrun"]
+__all__ = [
+    "DistInfo", "all_reduce_sum", "barrier", "broadcast_object", "init_distributed", "launch", "sync_buffers",
+    "under_torchrun",
+]
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,19 @@ def broadcast_object(info: DistInfo, obj: Any) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0, device=info.device if info.backend == "nccl" else None)
     return box[0]
+
+
+def sync_buffers(info: DistInfo, module: torch.nn.Module) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics, ...) to every rank.
+
+    DDP broadcasts buffers at the start of each training forward, so after the last step of
+    an epoch the other ranks hold statistics one step old; evaluating with them would score
+    a model that differs from the one rank 0 checkpoints.
+    """
+    if not info.distributed:
+        return
+    for buf in module.buffers():
+        dist.broadcast(buf.data, src=0)
 
 
 def free_port() -> int:

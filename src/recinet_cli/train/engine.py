@@ -50,6 +50,7 @@ from recinet_cli.train.distributed import (
     init_distributed,
     launch,
     shutdown,
+    sync_buffers,
     under_torchrun,
 )
 from recinet_cli.train.report import ProgressMode, Reporter, make_reporter
@@ -363,6 +364,7 @@ def run_worker(cfg: TrainConfig, data: PreparedData, run_dir: str, resume: bool,
                 sums.add(pred_std.detach() * net.target_std + net.target_mean, batch.y, loss.item())
                 reporter.step()
             train_sums = sums.reduce(info)
+            sync_buffers(info, net)
             val_sums = _evaluate(model, val_loader, info, cfg, mcfg)[0].reduce(info)
             val_mae = val_sums.mae()
             score = selection_score(val_mae, net.target_std.cpu())
