@@ -496,6 +496,14 @@ def train(
         _tensorboard_available()
     run = Path(cfg.out) if cfg.out else Path("runs") / f"{task.default_name}-{time.strftime('%Y%m%d-%H%M%S')}"
     _check_run_dir(run, resume)
+    if cfg.register and cfg.name and not resume:
+        from recinet_cli.modelstore import check_name, models_dir
+
+        if (models_dir() / check_name(cfg.name)).exists():
+            raise RecinetError(
+                f"a model named {cfg.name!r} already exists in {models_dir()}; choose another --name "
+                f"or `recinet models remove {cfg.name}`"
+            )
     torchrun = under_torchrun()
     world = int(os.environ["WORLD_SIZE"]) if torchrun else cfg.world_size
     is_main = int(os.environ.get("RANK", "0")) == 0
