@@ -86,6 +86,10 @@ def read_bundle_info(path: str | os.PathLike[str]) -> dict[str, Any]:
         info = json.loads(meta["recinet"])
     except ValueError as exc:
         raise BundleError(f"{path}: corrupted bundle description ({exc})") from exc
+    if not isinstance(info, dict):
+        raise BundleError(f"{path}: corrupted bundle description (not a JSON object)")
+    if not isinstance(info.get("format_version", 0), int):
+        raise BundleError(f"{path}: corrupted bundle description (format_version {info.get('format_version')!r})")
     if info.get("format_version", 0) > BUNDLE_VERSION:
         raise BundleError(
             f"{path}: bundle format {info.get('format_version')} is newer than this recinet reads "
@@ -114,7 +118,11 @@ def load_bundle(path: str | os.PathLike[str], device: str | torch.device = "cpu"
         raise BundleError(f"{path}: cannot read the weights ({one_line(exc)})") from exc
     if _weights_sha256(tensors) != meta.get("weights_sha256"):
         raise BundleError(f"{path}: weights checksum mismatch (the file was modified or damaged)")
-    model = ReciNet(ModelConfig.from_dict(info["model_config"]))
+    try:
+        config = ModelConfig.from_dict(info["model_config"])
+    except (KeyError, TypeError, ValueError, RecinetError) as exc:
+        raise BundleError(f"{path}: the bundle description has no valid model config ({one_line(exc)})") from exc
+    model = ReciNet(config)
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:

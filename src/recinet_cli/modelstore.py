@@ -39,7 +39,9 @@ class ModelEntry:
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name):
+    # fullmatch: ``$`` alone would accept a trailing newline; ``.tmp-`` marks the store's own
+    # temporary directories, which list_models() hides.
+    if not _NAME.fullmatch(name) or ".tmp-" in name:
         raise StoreError(f"model name {name!r}: use letters, digits and . _ + - (not starting with a symbol)")
     return name
 
@@ -67,7 +69,7 @@ def get(name: str) -> ModelEntry:
         StoreError: no such model (the message lists the registered names).
     """
     directory = models_dir() / check_name(name)
-    if not (directory / BUNDLE_NAME).is_file():
+    if not directory.is_dir():  # a listed entry whose bundle is unreadable or gone is still an entry
         names = [e.name for e in list_models()]
         listed = ", ".join(names) if names else "none (train one with `recinet train`)"
         raise StoreError(f"no model {name!r} in the store {models_dir()}; registered: {listed}")

@@ -3,7 +3,8 @@
 The CGCNN/ALIGNN convention: ``DIR/id_prop.csv`` holds ``id,value`` rows (headerless), or a
 header naming the property columns (with units, e.g. ``exfoliation_energy (meV/atom)``).
 With a headerless single-column file, the property takes the name the user asks for
-(``folder:exfoliation_energy``). There is no official split.
+(``folder:exfoliation_energy``). A ``split`` column (train/val/test) in a header CSV is used
+as the split; otherwise ``recinet train`` draws a seeded random one.
 """
 
 from __future__ import annotations
@@ -53,4 +54,13 @@ class FolderDataset(DatasetPlugin):
         crystals = [c for c in crystals if labels.lookup(c.id) is not None]
         targets = np.stack([labels.lookup(c.id)[cols] for c in crystals]) if crystals else np.zeros((0, len(props)))
         info = tuple(PropertyInfo(p, labels.units[names.index(p)]) for p in props)
-        return DatasetSplit(self.name, self.dataset_version, crystals, targets, info, {})
+        split: dict[str, list[str]] = {}
+        if labels.has_split:
+            for c in crystals:
+                part = labels.split_of(c.id)
+                if part:
+                    split.setdefault(part, []).append(c.id)
+            empty = [s for s in ("train", "val", "test") if not split.get(s)]
+            if empty:
+                raise PluginError(f"{csv_path}: the split column leaves {', '.join(empty)} empty")
+        return DatasetSplit(self.name, self.dataset_version, crystals, targets, info, split)

@@ -141,7 +141,10 @@ def _add_results(
             continue
         targets = labels.lookup(r.id) if labels else None
         report.unlabelled += labels is not None and targets is None
-        batch.add_graph(r.id, r.source, r.formula, r.lattice, r.numbers, r.frac, r.edge_index, r.edge_image, targets)
+        split = labels.split_of(r.id) if labels else ""
+        batch.add_graph(
+            r.id, r.source, r.formula, r.lattice, r.numbers, r.frac, r.edge_index, r.edge_image, targets, split
+        )
         ids[r.id] = r.source
         report.atoms += len(r.numbers)
         report.edges += len(r.edge_index)
@@ -154,7 +157,8 @@ def featurize(cfg: FeaturizeConfig, progress: Progress | None = None) -> Featuri
 
     Raises:
         RecinetError: the output cannot be written, duplicate ids, a labels file that cannot
-            be read, or an existing file / pending run built with other settings.
+            be read (or has an invalid ``split`` value), or an existing file / pending run
+            built with other settings (graph parameters, targets, split column).
     """
     t0 = time.perf_counter()
     progress = progress or _NoProgress()
@@ -174,8 +178,9 @@ def featurize(cfg: FeaturizeConfig, progress: Progress | None = None) -> Featuri
     report.files_skipped = len(files) - len(todo)
     params = cfg.params.as_dict()
     n_targets = len(labels.names) if labels else 0
+    has_split = labels.has_split if labels else False
 
-    batch = GraphBatch(n_targets=n_targets)
+    batch = GraphBatch(n_targets=n_targets, has_split=has_split)
     last_flush = time.monotonic()
     progress.start(len(todo), report.files_skipped)
     try:
@@ -188,7 +193,7 @@ def featurize(cfg: FeaturizeConfig, progress: Progress | None = None) -> Featuri
             progress.advance(1, n_ok, n_bad)
             if len(batch) >= cfg.shard_size or time.monotonic() - last_flush > cfg.shard_seconds:
                 write_shard(state, batch, params, labels)
-                batch = GraphBatch(n_targets=n_targets)
+                batch = GraphBatch(n_targets=n_targets, has_split=has_split)
                 last_flush = time.monotonic()
         if batch.inputs:
             write_shard(state, batch, params, labels)

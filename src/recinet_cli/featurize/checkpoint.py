@@ -72,14 +72,20 @@ def _manifest(cfg: FeaturizeConfig, labels: Labels | None, token: str) -> dict[s
         "disorder": cfg.disorder,
         "id_mode": cfg.id_mode,
         "suffix_duplicates": cfg.suffix_duplicates,
+        # only when present, so runs interrupted before split columns existed still resume
+        **({"split_column": True} if _has_split(labels) else {}),
     }
+
+
+def _has_split(labels: Labels | None) -> bool:
+    return labels is not None and labels.has_split
 
 
 def _read_existing(
     output: str, cfg: FeaturizeConfig, labels: Labels | None
 ) -> tuple[set[str], dict[str, str], list[str]]:
     """Inputs and ids already in the output file; refuses a file built differently."""
-    from recinet_cli.store.schema import SCHEMA, featurizer_hash
+    from recinet_cli.store.schema import SCHEMA, SPLIT_DATASET, featurizer_hash
 
     try:
         h5 = h5py.File(output, "r")
@@ -102,6 +108,13 @@ def _read_existing(
         if names != want:
             raise StoreError(
                 f"{output}: has targets {names or 'none'} but this run has {want or 'none'}; "
+                "use --overwrite or another output file"
+            )
+        has = SPLIT_DATASET in h5
+        if has != _has_split(labels):
+            now = "have none" if has else "have one"
+            raise StoreError(
+                f"{output}: {'has a' if has else 'has no'} 'split' column but this run's labels {now}; "
                 "use --overwrite or another output file"
             )
         inputs, ids = stored_inputs_and_ids(h5)
@@ -197,7 +210,7 @@ def write_shard(
     tmp = final + ".tmp"
     names = list(labels.names) if labels else []
     units = list(labels.units) if labels else []
-    with create_store(tmp, params, names, units, compress=False) as h5:
+    with create_store(tmp, params, names, units, compress=False, with_split=_has_split(labels)) as h5:
         append_batch(h5, batch)
     _fsync_path(tmp)
     os.replace(tmp, final)
@@ -217,7 +230,7 @@ def merge(
     tmp = f"{cfg.output}.tmp-{state.token}"
     merged_runs: list[str] = []
     seen_failures: set[tuple[str, str]] = set()
-    with create_store(tmp, params, names, units) as out:
+    with create_store(tmp, params, names, units, with_split=_has_split(labels)) as out:
         sources = ([cfg.output] if os.path.exists(cfg.output) else []) + state.shards
         for src in sources:
             with h5py.File(src, "r") as h5:
@@ -226,7 +239,7 @@ def merge(
                 for batch in iter_batches(h5):
                     seen_failures.update(zip(batch.failed_source, batch.failed_reason))
                     append_batch(out, batch)
-        tail = GraphBatch(n_targets=len(names))
+        tail = GraphBatch(n_targets=len(names), has_split=_has_split(labels))
         for f in extra_failures:
             if (f.source, f.reason) not in seen_failures:
                 tail.add_failure(f.source, f.id, f.reason)

@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 
 from recinet_cli.errors import StoreError
-from recinet_cli.store.schema import SCHEMA, SCHEMA_VERSION
+from recinet_cli.store.schema import SCHEMA, SCHEMA_VERSION, SPLIT_DATASET
 
 _PRELOAD = (
     "structures/lattice",
@@ -65,6 +65,7 @@ class GraphStore:
         self.path = os.fspath(path)
         self._h5: h5py.File | None = None
         self._mem: dict[str, np.ndarray] | None = None
+        self._splits: list[str] | None = None
         h5 = self._open()
         try:
             self._check(h5)
@@ -77,8 +78,11 @@ class GraphStore:
             self.ids: list[str] = h5["structures/id"].asstr()[:].tolist()
             self._atom_ptr = h5["structures/atom_ptr"][:]
             self._edge_ptr = h5["structures/edge_ptr"][:]
+            self._has_split = SPLIT_DATASET in h5
             if preload:
                 self._mem = {name: h5[name][:] for name in _PRELOAD}
+                if self._has_split:
+                    self._splits = h5[SPLIT_DATASET].asstr()[:].tolist()
         finally:
             if preload:
                 self.close()
@@ -149,6 +153,15 @@ class GraphStore:
         if self._mem is not None:
             return self._mem["structures/targets"]
         return self._open()["structures/targets"][:]
+
+    def splits(self) -> list[str] | None:
+        """``[S]`` each structure's split (``"train"``, ``"val"``, ``"test"``, or ``""`` for
+        none), or ``None`` when the file has no split column."""
+        if not self._has_split:
+            return None
+        if self._splits is None:
+            self._splits = self._open()[SPLIT_DATASET].asstr()[:].tolist()
+        return list(self._splits)
 
     def __getitem__(self, i: int) -> GraphArrays:
         n = len(self)

@@ -20,6 +20,9 @@ path                       shape        dtype    meaning
 ``structures/atom_ptr``    [S + 1]      i8       atoms of s are ``atom_ptr[s]:atom_ptr[s+1]``
 ``structures/edge_ptr``    [S + 1]      i8       edges of s are ``edge_ptr[s]:edge_ptr[s+1]``
 ``structures/targets``     [S, T]       f8       labels in ``target_units``; NaN = missing
+``structures/split``       [S]          str      optional: ``train``, ``val``, ``test`` or ``""``
+                                                 (no split); only in files featurized with
+                                                 a labels CSV that has a ``split`` column
 ``atoms/numbers``          [A]          u1       atomic number Z
 ``atoms/frac``             [A, 3]       f8       fractional coordinates in [0, 1)
 ``edges/index``            [E, 2]       i4       (source, target), local to the structure
@@ -30,6 +33,10 @@ path                       shape        dtype    meaning
 ``failed/reason``          [F]          str      one-line reason
 ``inputs/source``          [I]          str      input files already processed (resume)
 =========================  ===========  =======  =========================================
+
+``structures/split`` is optional: files without it (all files written before it existed)
+have no split column, and the schema version is unchanged because readers that do not know
+the dataset simply ignore it.
 """
 
 from __future__ import annotations
@@ -63,6 +70,9 @@ ARRAY_DATASETS: dict[str, tuple[tuple[int, ...], Any]] = {
     "edges/image": ((3,), np.int16),
 }
 POINTER_DATASETS = ("structures/atom_ptr", "structures/edge_ptr")
+#: Optional per-structure split assignment (``train``/``val``/``test``/``""``).
+SPLIT_DATASET = "structures/split"
+SPLIT_VALUES = ("train", "val", "test")
 
 #: Rows per chunk; per-edge arrays get larger chunks.
 CHUNK_ROWS = {"structures": 1024, "atoms": 16384, "edges": 65536, "failed": 1024, "inputs": 1024}

@@ -22,6 +22,7 @@ from recinet_cli.store.schema import (
     POINTER_DATASETS,
     SCHEMA,
     SCHEMA_VERSION,
+    SPLIT_DATASET,
     STRING_DATASETS,
     featurizer_hash,
 )
@@ -37,9 +38,12 @@ class GraphBatch:
     Shapes: S structures, A atoms, E edges, T targets.
     ``lattice [S,3,3]``, ``n_atoms [S]``, ``n_edges [S]``, ``numbers [A]``, ``frac [A,3]``,
     ``edge_index [E,2]`` (local), ``edge_image [E,3]``, ``targets [S,T]``.
+    With ``has_split``, ``splits [S]`` holds each structure's split (``""`` = none) and is
+    written to ``structures/split``.
     """
 
     n_targets: int = 0
+    has_split: bool = False
     ids: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     formulas: list[str] = field(default_factory=list)
@@ -51,6 +55,7 @@ class GraphBatch:
     edge_index: list[np.ndarray] = field(default_factory=list)
     edge_image: list[np.ndarray] = field(default_factory=list)
     targets: list[np.ndarray] = field(default_factory=list)
+    splits: list[str] = field(default_factory=list)
     failed_source: list[str] = field(default_factory=list)
     failed_id: list[str] = field(default_factory=list)
     failed_reason: list[str] = field(default_factory=list)
@@ -78,8 +83,14 @@ class GraphBatch:
         edge_index: np.ndarray,
         edge_image: np.ndarray,
         targets: np.ndarray | None = None,
+        split: str = "",
     ) -> None:
-        """Append one structure. ``edge_index [E,2]`` holds local atom indices."""
+        """Append one structure. ``edge_index [E,2]`` holds local atom indices.
+
+        ``split`` is kept only when the batch ``has_split``.
+        """
+        if split and not self.has_split:
+            raise ValueError(f"structure {id!r} has split {split!r} but the batch has no split column")
         self.ids.append(id)
         self.sources.append(source)
         self.formulas.append(formula)
@@ -92,6 +103,8 @@ class GraphBatch:
         self.edge_image.append(np.asarray(edge_image, dtype=np.int16).reshape(-1, 3))
         t = np.full(self.n_targets, np.nan) if targets is None else np.asarray(targets, np.float64)
         self.targets.append(t.reshape(1, self.n_targets))
+        if self.has_split:
+            self.splits.append(split)
 
     def add_failure(self, source: str, id: str, reason: str) -> None:
         self.failed_source.append(source)
@@ -114,7 +127,8 @@ class GraphBatch:
         }
 
     def strings(self) -> dict[str, list[str]]:
-        return {
+        """The string datasets keyed by path (``structures/split`` only with ``has_split``)."""
+        out = {
             "structures/id": self.ids,
             "structures/source": self.sources,
             "structures/formula": self.formulas,
@@ -123,6 +137,9 @@ class GraphBatch:
             "failed/reason": self.failed_reason,
             "inputs/source": self.inputs,
         }
+        if self.has_split:
+            out[SPLIT_DATASET] = self.splits
+        return out
 
 
 def _chunk(path: str, trailing: tuple[int, ...]) -> tuple[int, ...]:
@@ -136,10 +153,11 @@ def create_store(
     target_units: Sequence[str] = (),
     extra_attrs: dict[str, Any] | None = None,
     compress: bool = True,
+    with_split: bool = False,
 ) -> h5py.File:
     """Create an empty store at ``path`` (truncating) and return it open for writing.
 
-    ``compress=False`` is for short-lived files (resume shards): they are written once and
+    ``with_split=True`` adds the optional ``structures/split`` dataset. ``compress=False`` is for short-lived files (resume shards): they are written once and
     read once, so compressing them would only cost time.
     """
     from recinet_cli import __version__
@@ -156,7 +174,7 @@ def create_store(
     h5.attrs["merged_runs"] = json.dumps([])
     for key, value in (extra_attrs or {}).items():
         h5.attrs[key] = value
-    for name in STRING_DATASETS:
+    for name in (*STRING_DATASETS, *((SPLIT_DATASET,) if with_split else ())):
         h5.create_dataset(name, shape=(0,), maxshape=(None,), dtype=_STR, chunks=_chunk(name, ()), **comp)
     for name, (trailing, dtype) in ARRAY_DATASETS.items():
         h5.create_dataset(
@@ -184,8 +202,18 @@ def _extend(ds: h5py.Dataset, values: np.ndarray | list[str]) -> None:
 
 
 def append_batch(h5: h5py.File, batch: GraphBatch) -> None:
-    """Append a batch's structures, failures and processed inputs to an open store."""
-    for name, values in batch.strings().items():
+    """Append a batch's structures, failures and processed inputs to an open store.
+
+    A store with a split column gets ``""`` (no split) for the structures of a batch
+    without one; a batch with split values cannot go into a store without the column.
+    """
+    strings = batch.strings()
+    if SPLIT_DATASET in h5:
+        if len(strings.setdefault(SPLIT_DATASET, [""] * len(batch))) != len(batch):
+            raise ValueError(f"batch has {len(batch)} structures but {len(batch.splits)} split values")
+    elif any(strings.pop(SPLIT_DATASET, ())):
+        raise ValueError(f"{h5.filename}: has no {SPLIT_DATASET} dataset for the batch's split values")
+    for name, values in strings.items():
         _extend(h5[name], values)
     for name, values in batch.arrays().items():
         if name == "structures/targets" and values.shape[1] == 0:
@@ -207,9 +235,10 @@ def iter_batches(h5: h5py.File, rows: int = 1024) -> Iterator[GraphBatch]:
     atom_ptr = h5["structures/atom_ptr"][:]
     edge_ptr = h5["structures/edge_ptr"][:]
     n_t = h5["structures/targets"].shape[1]
+    has_split = SPLIT_DATASET in h5
     for start in range(0, max(n, 1), rows):
         stop = min(start + rows, n)
-        b = GraphBatch(n_targets=n_t)
+        b = GraphBatch(n_targets=n_t, has_split=has_split)
         if start == 0:
             b.failed_source = _strs(h5["failed/source"])
             b.failed_id = _strs(h5["failed/id"])
@@ -229,6 +258,8 @@ def iter_batches(h5: h5py.File, rows: int = 1024) -> Iterator[GraphBatch]:
             b.edge_index = [h5["edges/index"][e0:e1]]
             b.edge_image = [h5["edges/image"][e0:e1]]
             b.targets = [h5["structures/targets"][start:stop]]
+            if has_split:
+                b.splits = _strs(h5[SPLIT_DATASET], start, stop)
         yield b
 
 

@@ -8,6 +8,7 @@ to ``RUN/config.json`` and into the model bundle, so a run can be repeated exact
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -78,6 +79,7 @@ class TrainConfig:
         def bad(key: str, why: str) -> RecinetError:
             return RecinetError(f"training config: {key} {why}")
 
+        self._check_types(bad)
         for key in ("epochs", "batch_size", "blocks", "nprocs"):
             if int(getattr(self, key)) < 1:
                 raise bad(key, f"must be >= 1, got {getattr(self, key)}")
@@ -99,10 +101,39 @@ class TrainConfig:
             raise bad("clip_grad", f"must be > 0, got {self.clip_grad}")
         if not (0 < self.val_fraction < 1 and 0 <= self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
             raise bad("val_fraction/test_fraction", "must leave a non-empty training set")
+        if not 0 <= self.seed < 2**32:
+            raise bad("seed", f"must be in 0..2**32-1, got {self.seed}")
         unknown = sorted(set(self.model) - set(MODEL_KEYS))
         if unknown:
             raise bad("model", f"unknown key(s) {', '.join(unknown)}; valid: {', '.join(MODEL_KEYS)}")
         object.__setattr__(self, "model", dict(self.model))
+
+    def _check_types(self, bad: Any) -> None:
+        """Reject values of the wrong type (a config file can hold ``epochs = "5"``), which
+        would otherwise pass the range checks and fail deep inside training."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            kind, optional = _FIELD_KINDS[f.name]
+            if value is None and optional:
+                continue
+            if kind is int:
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            elif kind is float:
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+                if ok:
+                    object.__setattr__(self, f.name, float(value))
+            elif kind is str:
+                if optional and isinstance(value, os.PathLike):
+                    value = os.fspath(value)
+                    object.__setattr__(self, f.name, value)
+                ok = isinstance(value, str)
+            elif kind is bool:
+                ok = isinstance(value, bool)
+            else:  # the model table
+                ok = isinstance(value, Mapping)
+            if not ok:
+                want = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(kind, "a table")
+                raise bad(f.name, f"must be {want}{' (or absent)' if optional else ''}, got {value!r}")
 
     @property
     def world_size(self) -> int:
@@ -114,6 +145,19 @@ class TrainConfig:
         d = asdict(self)
         d["model"] = dict(self.model)
         return d
+
+
+#: field name -> (type, may be None); checked by TrainConfig._check_types.
+_FIELD_KINDS: dict[str, tuple[type, bool]] = {
+    "task": (str, False), "data": (str, True), "fold": (int, True), "epochs": (int, False),
+    "lr": (float, False), "batch_size": (int, False), "weight_decay": (float, False),
+    "blocks": (int, False), "model": (dict, False), "seed": (int, False),
+    "deterministic": (bool, False), "clip_grad": (float, True), "precision": (str, False),
+    "patience": (int, True), "val_fraction": (float, False), "test_fraction": (float, False),
+    "device": (str, False), "gpus": (int, False), "nprocs": (int, False),
+    "num_workers": (int, False), "out": (str, True), "name": (str, True),
+    "register": (bool, False), "tensorboard": (bool, False),
+}
 
 
 def from_mapping(data: Mapping[str, Any], where: str = "config") -> TrainConfig:
@@ -167,6 +211,8 @@ def resolve(
     for layer in (preset, file_values, {k: v for k, v in flags.items() if v is not None}):
         for key, value in layer.items():
             if key == "model":
+                if not isinstance(value, Mapping):
+                    raise RecinetError(f"config: model must be a table of model settings, got {value!r}")
                 model.update(value)
             else:
                 merged[key] = value
