@@ -148,6 +148,7 @@ def test_malformed_or_missing_json(tmp_path: Path) -> None:
         ({"clip_grad": 0.0}, "clip_grad must be > 0"),
         ({"val_fraction": 0.5, "test_fraction": 0.5}, "non-empty training set"),
         ({"val_fraction": 0.0}, "non-empty training set"),
+        ({"test_fraction": 0.0}, "must each be in \\(0, 1\\)"),
         ({"seed": -1}, "seed must be in 0..2\\*\\*32-1"),
         # wrong types, as a config file can hold them
         ({"epochs": "5"}, "epochs must be an integer, got '5'"),
@@ -164,7 +165,7 @@ def test_invalid_values_are_refused(values: dict, match: str) -> None:
 
 
 def test_valid_edge_values_are_accepted() -> None:
-    cfg = resolve(TASK, {}, {"lr": 1, "gpus": 2, "nprocs": 1, "test_fraction": 0.0, "clip_grad": 1}, {})
+    cfg = resolve(TASK, {}, {"lr": 1, "gpus": 2, "nprocs": 1, "test_fraction": 0.05, "clip_grad": 1}, {})
     assert cfg.lr == 1.0 and isinstance(cfg.lr, float)  # TOML ``lr = 1`` is an integer
     assert cfg.world_size == 2
     assert resolve(TASK, {}, {"nprocs": 3}, {}).world_size == 3

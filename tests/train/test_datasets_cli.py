@@ -61,7 +61,7 @@ def test_table_output() -> None:
 def test_a_broken_plugin_does_not_hide_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
     real = registry.get_dataset
 
-    def flaky(name: str):  # noqa: ANN202
+    def flaky(name: str) -> object:
         if name == "h5":
             raise RuntimeError("cannot reach the server")
         return real(name)

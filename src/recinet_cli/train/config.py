@@ -99,8 +99,8 @@ class TrainConfig:
             raise bad("patience", f"must be >= 1, got {self.patience}")
         if self.clip_grad is not None and not self.clip_grad > 0:
             raise bad("clip_grad", f"must be > 0, got {self.clip_grad}")
-        if not (0 < self.val_fraction < 1 and 0 <= self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
-            raise bad("val_fraction/test_fraction", "must leave a non-empty training set")
+        if not (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
+            raise bad("val_fraction/test_fraction", "must each be in (0, 1) and leave a non-empty training set")
         if not 0 <= self.seed < 2**32:
             raise bad("seed", f"must be in 0..2**32-1, got {self.seed}")
         unknown = sorted(set(self.model) - set(MODEL_KEYS))

@@ -240,13 +240,13 @@ def _truncate_metrics(path: Path, last_epoch: int) -> None:
     if not rows:
         return
     keep = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= last_epoch]
-    atomic_write_text(path, "".join(",".join(r) + "\n" for r in keep))
+    atomic_write_text(path, "".join(",".join(r) + "\n" for r in keep))  # same format as _append_metrics
 
 
 def _append_metrics(path: Path, cols: list[str], row: dict[str, Any]) -> None:
     new = not path.is_file()
     with open(path, "a", newline="") as f:
-        w = csv.writer(f)
+        w = csv.writer(f, lineterminator="\n")
         if new:
             w.writerow(cols)
         w.writerow([f"{row[c]:.8g}" if isinstance(row[c], float) else row[c] for c in cols])
@@ -349,9 +349,10 @@ def run_worker(cfg: TrainConfig, data: PreparedData, run_dir: str, resume: bool,
                 loss = masked_l1(pred_std, y_std) + net.aux_loss()
                 bad = torch.tensor([0.0 if torch.isfinite(loss.detach()) else 1.0])
                 if float(all_reduce_sum(info, bad)[0]) > 0:
+                    kept = (f"the last good checkpoint is {ckpt_dir / 'last.pt'} (epoch {epoch})" if epoch
+                            else "no checkpoint was written yet (first epoch)")
                     raise TrainingStopped(
-                        f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
-                        f"the last good checkpoint is {ckpt_dir / 'last.pt'} (epoch {start_epoch if not resume else epoch}); "
+                        f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; {kept}; "
                         "try a lower --lr or --clip-grad 1"
                     )
                 opt.zero_grad(set_to_none=True)
@@ -496,7 +497,7 @@ def train(
         _tensorboard_available()
     run = Path(cfg.out) if cfg.out else Path("runs") / f"{task.default_name}-{time.strftime('%Y%m%d-%H%M%S')}"
     _check_run_dir(run, resume)
-    if cfg.register and cfg.name and not resume:
+    if cfg.register and cfg.name and not resume and not (run / "registered.json").exists():
         from recinet_cli.modelstore import check_name, models_dir
 
         if (models_dir() / check_name(cfg.name)).exists():
@@ -531,12 +532,17 @@ def train(
     results = json.loads((run / "results.json").read_text()) if (run / "results.json").is_file() else {}
     bundle = run / "model.safetensors"
     name = None
+    marker = run / "registered.json"
     if is_main and cfg.register and bundle.is_file():
-        from recinet_cli.modelstore import free_name, register
+        if marker.is_file():  # resuming a run that finished and was registered before
+            name = json.loads(marker.read_text())["name"]
+        else:
+            from recinet_cli.modelstore import free_name, register
 
-        name = cfg.name or free_name(task.default_name)
-        register(bundle, name)
-        say(f"model registered as {name!r}")
+            name = cfg.name or free_name(task.default_name)
+            register(bundle, name)
+            atomic_write_text(marker, json.dumps({"name": name}) + "\n")
+            say(f"model registered as {name!r}")
     return TrainResult(run, bundle, name, results)
 
 

@@ -37,6 +37,9 @@ class PlainReporter(Reporter):
 
     def start(self, epochs: int, start_epoch: int, steps_per_epoch: int) -> None:
         self.epochs = epochs
+        if start_epoch >= epochs:
+            print(f"all {epochs} epochs already done", file=sys.stderr, flush=True)
+            return
         where = f" (resuming at epoch {start_epoch + 1})" if start_epoch else ""
         print(f"training {epochs} epochs x {steps_per_epoch} steps{where}", file=sys.stderr, flush=True)
 
