@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -28,7 +29,8 @@ def _check_run(out: Path, world: int) -> None:
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]  # rank 0 alone writes: no duplicate rows
     data = json.loads((out / "data.json").read_text())
     n_train = data["sizes"]["train"]
-    steps_per_epoch = -(-n_train // world // 4) if n_train % world == 0 else -(-(-(-n_train // world)) // 4)
+    per_rank = math.ceil(n_train / world)  # DistributedSampler pads to equal shares
+    steps_per_epoch = math.ceil(per_rank / 4)
     assert int(rows[-1]["step"]) == 3 * steps_per_epoch  # each rank sees 1/world of the data
     results = json.loads((out / "results.json").read_text())
     best = rows[results["best_epoch"] - 1]
