@@ -18,16 +18,10 @@ import numpy as np
 import pytest
 from recinet_jarvis import JarvisDataWarning, JarvisDFT2D, JarvisDFT3D
 from recinet_jarvis._io import entry_value, parse_value
-from recinet_jarvis.splits import (
-    LEADERBOARD_FILES,
-    build_split_file,
-    read_leaderboard,
-    read_split_file,
-    seeded_split,
-    shipped_splits,
-)
+from recinet_jarvis.splits import LEADERBOARD_FILES, build_split_file, shipped_splits
 
 from recinet_cli.contracts import DatasetSplit
+from recinet_cli.datasets.common import read_leaderboard, read_split_file, seeded_split
 from recinet_cli.download import DownloadError
 from recinet_cli.errors import PluginError
 from recinet_cli.registry import discover, get_dataset

@@ -24,12 +24,11 @@ from recinet_mp.splits import (
     build_split_file,
     matformer_sizes,
     matformer_split,
-    read_leaderboard,
-    read_split_file,
     shipped_splits,
 )
 
 from recinet_cli.contracts import DatasetSplit
+from recinet_cli.datasets.common import read_leaderboard, read_split_file
 from recinet_cli.download import DownloadError
 from recinet_cli.errors import PluginError
 from recinet_cli.registry import discover, get_dataset

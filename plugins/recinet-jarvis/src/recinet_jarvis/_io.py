@@ -1,69 +1,21 @@
-"""Reading JARVIS JSON files: plain, gzipped or zipped; dft_3d/dft_2d dicts or OPTIMADE form."""
+"""JARVIS entries (dft_3d/dft_2d dicts or OPTIMADE form): ids, labels and structures.
+
+Reading the file itself (plain, gzipped or zipped JSON) is
+:func:`recinet_cli.datasets.common.read_json_entries`.
+"""
 
 from __future__ import annotations
 
-import gzip
-import json
-import math
-import zipfile
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from recinet_cli.errors import PluginError, StructureError
+from recinet_cli.datasets.common import Entry, atoms_to_crystal, parse_float
+from recinet_cli.errors import StructureError
 
-__all__ = ["MISSING_SENTINEL", "entry_id", "entry_value", "read_entries", "to_crystal"]
+__all__ = ["MISSING_SENTINEL", "entry_id", "entry_value", "parse_value", "to_crystal"]
 
 #: The OPTIMADE export of JARVIS writes missing values as this number.
 MISSING_SENTINEL = -99999.0
-
-Entry = Mapping[str, Any]
-
-
-def read_entries(path: Path, member: str | None = None) -> list[Entry]:
-    """The list of entry dicts in a ``.json``, ``.json.gz`` or ``.zip`` file.
-
-    Args:
-        path: The file. A zip must hold ``member`` or exactly one ``.json`` file.
-        member: Preferred member name inside a zip (e.g. ``jdft_3d-8-18-2021.json``).
-
-    Raises:
-        PluginError: unreadable file or not a JSON list of objects (nor ``{"data": [...]}``).
-    """
-    try:
-        doc = _load_json(path, member)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise PluginError(f"{path}: cannot read JSON ({type(exc).__name__}: {exc})") from exc
-    if isinstance(doc, dict) and isinstance(doc.get("data"), list):
-        doc = doc["data"]  # an OPTIMADE response
-    if not isinstance(doc, list) or not all(isinstance(e, dict) for e in doc):
-        raise PluginError(f"{path}: expected a JSON list of entries (objects)")
-    return doc
-
-
-def _load_json(path: Path, member: str | None) -> Any:
-    """Parse the JSON document in ``path`` (plain, gzip or zip, by content)."""
-    with open(path, "rb") as fh:
-        magic = fh.read(4)
-    if magic[:2] == b"\x1f\x8b":
-        with gzip.open(path, "rb") as fh:
-            return json.load(fh)
-    if magic == b"PK\x03\x04":
-        with zipfile.ZipFile(path) as zf:
-            return json.loads(zf.read(_zip_member(zf, member, path)))
-    with open(path, "rb") as fh:
-        return json.load(fh)
-
-
-def _zip_member(zf: zipfile.ZipFile, member: str | None, path: Path) -> str:
-    """The zip member to read: ``member`` if present, else the only ``.json`` file."""
-    names = [n for n in zf.namelist() if not n.endswith("/")]
-    if member is not None and member in names:
-        return member
-    jsons = [n for n in names if n.endswith(".json") and not n.split("/")[-1].startswith(".")]
-    if len(jsons) != 1:
-        raise ValueError(f"expected one .json member in {path.name}, found {jsons or names}")
-    return jsons[0]
 
 
 def _attributes(entry: Entry) -> Mapping[str, Any]:
@@ -87,20 +39,8 @@ def entry_value(entry: Entry, key: str) -> float:
 
 
 def parse_value(raw: Any) -> float:
-    """A float, or ``NaN`` for anything that is not a usable number."""
-    if raw is None or isinstance(raw, bool):
-        return math.nan
-    if isinstance(raw, str):
-        try:
-            raw = float(raw.strip())
-        except ValueError:
-            return math.nan
-    if not isinstance(raw, (int, float)):
-        return math.nan
-    value = float(raw)
-    if value == MISSING_SENTINEL:
-        return math.nan
-    return value
+    """A float, or ``NaN`` for anything that is not a usable number (or is -99999)."""
+    return parse_float(raw, MISSING_SENTINEL)
 
 
 def entry_id(entry: Entry) -> str | None:
@@ -121,15 +61,10 @@ def to_crystal(entry: Entry, sid: str, source: str) -> Any:
     Raises:
         StructureError: no usable structure, or the converter / validation rejects it.
     """
-    from recinet_cli.structures.crystal import validate_crystal
-    from recinet_cli.structures.readers import from_jarvis_atoms
-
     atoms = entry.get("atoms")
     if not isinstance(atoms, Mapping):
         atoms = _optimade_atoms(_attributes(entry))
-    crystal = from_jarvis_atoms(dict(atoms), sid, source)
-    validate_crystal(crystal)
-    return crystal
+    return atoms_to_crystal(atoms, sid, source)
 
 
 def _optimade_atoms(attrs: Mapping[str, Any]) -> dict[str, Any]:

@@ -11,47 +11,38 @@ shipped with this package, ``jarvis_2d`` the seeded 80/10/10 jarvis-tools/ALIGNN
 from __future__ import annotations
 
 import math
-import warnings
-from abc import abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
-from recinet_cli.contracts import DatasetPlugin, DatasetSplit, PropertyInfo
-from recinet_cli.download import RemoteFile, fetch
-from recinet_cli.errors import PluginError, StructureError
-from recinet_jarvis._io import entry_id, entry_value, read_entries, to_crystal
-from recinet_jarvis.splits import PARTS, seeded_split, shipped_splits
+import recinet_jarvis
+from recinet_cli.datasets.common import (
+    PARTS,
+    Collected,
+    Entry,
+    EntryProperty,
+    JsonEntriesDataset,
+    Split,
+    collect_structures,
+    ids_split,
+    restrict_split,
+    seeded_split,
+)
+from recinet_cli.download import RemoteFile
+from recinet_jarvis._io import entry_id, entry_value, to_crystal
+from recinet_jarvis.splits import shipped_splits
 
-__all__ = [
-    "DFT_2D_REMOTE",
-    "DFT_3D_REMOTE",
-    "PROPERTIES",
-    "JarvisDFT2D",
-    "JarvisDFT3D",
-    "JarvisDataWarning",
-    "JarvisProperty",
-]
-
-Split = dict[str, list[str]]
+#: The package's public names (listed once, in ``recinet_jarvis.__all__``) and the property type.
+__all__ = [*recinet_jarvis.__all__, "JarvisProperty"]
 
 
 class JarvisDataWarning(UserWarning):
     """Entries of a JARVIS file were skipped (unreadable structure, duplicate id)."""
 
 
-@dataclass(frozen=True)
-class JarvisProperty:
+class JarvisProperty(EntryProperty):
     """One JARVIS property: canonical name, unit, source key in the JSON, aliases."""
-
-    name: str
-    unit: str
-    key: str
-    description: str
-    aliases: tuple[str, ...] = field(default=())
 
 
 #: The properties both JARVIS datasets provide (SPEC §7), in listing order.
@@ -89,7 +80,6 @@ PROPERTIES: tuple[JarvisProperty, ...] = (
         ("exfoliation_en", "exfoliation", "e_exf"),
     ),
 )
-_BY_NAME: dict[str, JarvisProperty] = {p.name: p for p in PROPERTIES}
 
 #: JARVIS-DFT dft_3d, release 2021-08-18 (jarvis-tools ``dft_3d_2021``, 55,723 entries).
 DFT_3D_REMOTE = RemoteFile(
@@ -120,146 +110,35 @@ _PRESETS: dict[str, dict[str, Any]] = {
 _MULTI_TASK_PRESET: dict[str, Any] = {"blocks": 3, "epochs": 500, "lr": 8e-4}
 
 
-@dataclass
-class _Collected:
-    """What :func:`_collect` reads from the entries.
-
-    Attributes:
-        crystals: ``[n]`` the kept structures (at least one finite requested label).
-        targets: ``[n, n_props]`` float64, NaN = missing.
-        labelled: ``{prop: [ids]}`` every entry with a finite label, in file order, before
-            any structure was dropped (what a seeded split is computed over).
-    """
-
-    crystals: list[Any]
-    targets: np.ndarray
-    labelled: dict[str, list[str]]
-
-
-def _collect(entries: Sequence[Mapping[str, Any]], props: Sequence[JarvisProperty], source: str) -> _Collected:
-    """Crystals and targets of the entries with at least one requested label."""
-    crystals: list[Any] = []
-    rows: list[list[float]] = []
-    labelled: dict[str, list[str]] = {p.name: [] for p in props}
-    seen: set[str] = set()
-    failed: list[tuple[str, str]] = []
-    duplicates: list[str] = []
-    for index, entry in enumerate(entries):
-        values = [entry_value(entry, p.key) for p in props]
-        if all(math.isnan(v) for v in values):
-            continue
-        sid = entry_id(entry) or f"{source}#{index}"
-        for p, v in zip(props, values):
-            if not math.isnan(v):
-                labelled[p.name].append(sid)
-        if sid in seen:
-            duplicates.append(sid)
-            continue
-        try:
-            crystal = to_crystal(entry, sid, f"{source}#{sid}")
-        except StructureError as exc:
-            failed.append((sid, str(exc)))
-            continue
-        seen.add(sid)
-        crystals.append(crystal)
-        rows.append(values)
-    _warn_skipped(source, failed, duplicates)
-    targets = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(props))
-    return _Collected(crystals, targets, labelled)
-
-
-def _warn_skipped(source: str, failed: list[tuple[str, str]], duplicates: list[str]) -> None:
-    """One warning per kind of skipped entry, with the count and the first few ids."""
-    if failed:
-        first = ", ".join(sid for sid, _ in failed[:5])
-        warnings.warn(
-            f"{source}: skipped {len(failed)} entr{'y' if len(failed) == 1 else 'ies'} whose "
-            f"structure could not be used (first: {first}; {failed[0][0]}: {failed[0][1]})",
-            JarvisDataWarning,
-            stacklevel=4,
-        )
-    if duplicates:
-        first = ", ".join(duplicates[:5])
-        warnings.warn(
-            f"{source}: {len(duplicates)} duplicate id(s), kept the first entry of each (first: {first})",
-            JarvisDataWarning,
-            stacklevel=4,
-        )
-
-
-def restrict_split(split: Mapping[str, Iterable[str]], present: set[str]) -> Split:
-    """``split`` limited to the ids in ``present``, parts made disjoint (test > val > train).
-
-    List order is kept. An id listed in two parts (duplicate jids in the source) stays only in
-    the first of test, val, train that lists it, so no test structure is ever trained on.
-    """
-    taken: set[str] = set()
-    out: Split = {}
-    for part in ("test", "val", "train"):
-        keep = [sid for sid in split.get(part, ()) if sid in present and sid not in taken]
-        taken.update(keep)
-        out[part] = keep
-    return {part: out[part] for part in PARTS}
-
-
-class _JarvisDataset(DatasetPlugin):
+class _JarvisDataset(JsonEntriesDataset[JarvisProperty]):
     """Shared loading of a JARVIS JSON file; subclasses set the remote file and the splits."""
 
-    remote: ClassVar[RemoteFile]
-    #: The JSON member name inside the downloaded zip.
-    member: ClassVar[str]
+    #: An OPTIMADE response ``{"data": [...]}`` is read as its list of entries.
+    wrapper_key: ClassVar[str | None] = "data"
+    property_defs = PROPERTIES
 
-    def properties(self) -> list[PropertyInfo]:
-        return [
-            PropertyInfo(p.name, p.unit, p.description, p.aliases, self._size(p.name))
-            for p in PROPERTIES
-        ]
+    def _collect(self, entries: Sequence[Entry], props: Sequence[JarvisProperty], source: str) -> Collected:
+        """Crystals and targets of the entries with at least one requested label.
 
-    def _size(self, name: str) -> int | None:
-        """Labelled count of the full dataset, or ``None`` when unknown."""
-        return None
-
-    def _resolve(self, props: Sequence[str]) -> tuple[list[JarvisProperty], tuple[PropertyInfo, ...]]:
-        """Resolve names/aliases; reject an empty or repeated request."""
-        if isinstance(props, str):
-            props = [props]
-        if not props:
-            raise PluginError(f"dataset {self.name!r}: no property requested")
-        infos = tuple(self.property_info(p) for p in props)
-        names = [i.name for i in infos]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise PluginError(f"dataset {self.name!r}: property {repeated[0]!r} requested more than once")
-        return [_BY_NAME[n] for n in names], infos
-
-    def load(
-        self, props: Sequence[str], *, data: Path | None = None, fold: int | None = None
-    ) -> DatasetSplit:
-        """Load the requested properties (see the module docstring).
-
-        Raises:
-            PluginError: ``fold`` given, unknown property, unreadable file.
-            DownloadError: no local copy and the download fails.
+        ``labelled`` lists every entry with a finite label (repeated ids included), before
+        any structure was dropped.
         """
-        if fold is not None:
-            raise PluginError(f"dataset {self.name!r} has one fixed split; --fold is not supported")
-        jprops, infos = self._resolve(props)
-        path = fetch(self.remote, local=data)
-        collected = _collect(read_entries(path, self.member), jprops, path.name)
-        splits = self._splits(collected, jprops)
-        return DatasetSplit(
-            self.name, self.dataset_version, collected.crystals, collected.targets, infos, {}, splits
-        )
-
-    @abstractmethod
-    def _splits(self, collected: _Collected, props: Sequence[JarvisProperty]) -> dict[str, Split]:
-        """``{property name: {part: [ids]}}`` for the loaded data."""
-
-    @staticmethod
-    def _present(collected: _Collected, column: int) -> set[str]:
-        """Ids of the loaded structures with a finite label in ``column``."""
-        finite = np.isfinite(collected.targets[:, column])
-        return {c.id for c, ok in zip(collected.crystals, finite) if ok}
+        labelled: dict[str, list[str]] = {p.name: [] for p in props}
+        candidates: list[tuple[str, Entry]] = []
+        rows: list[list[float]] = []
+        for index, entry in enumerate(entries):
+            values = [entry_value(entry, p.key) for p in props]
+            if all(math.isnan(v) for v in values):
+                continue
+            sid = entry_id(entry) or f"{source}#{index}"
+            for p, v in zip(props, values):
+                if not math.isnan(v):
+                    labelled[p.name].append(sid)
+            candidates.append((sid, entry))
+            rows.append(values)
+        crystals, kept = collect_structures(candidates, to_crystal, source, JarvisDataWarning, stacklevel=3)
+        targets = np.asarray([rows[k] for k in kept], dtype=np.float64).reshape(len(kept), len(props))
+        return Collected(crystals, targets, labelled)
 
 
 class JarvisDFT3D(_JarvisDataset):
@@ -282,10 +161,10 @@ class JarvisDFT3D(_JarvisDataset):
             return dict(_MULTI_TASK_PRESET)
         return dict(_PRESETS.get(next(iter(names)), {})) if names else {}
 
-    def _splits(self, collected: _Collected, props: Sequence[JarvisProperty]) -> dict[str, Split]:
+    def _splits(self, collected: Collected, props: Sequence[JarvisProperty], source: str) -> dict[str, Split]:
         """The shipped split of each property, limited to the loaded, labelled ids."""
         official = shipped_splits()
-        return {p.name: restrict_split(official[p.name], self._present(collected, j)) for j, p in enumerate(props)}
+        return {p.name: restrict_split(official[p.name], collected.present(j)) for j, p in enumerate(props)}
 
 
 class JarvisDFT2D(_JarvisDataset):
@@ -299,12 +178,11 @@ class JarvisDFT2D(_JarvisDataset):
     #: Seed of the jarvis-tools/ALIGNN split.
     split_seed: ClassVar[int] = 123
 
-    def _splits(self, collected: _Collected, props: Sequence[JarvisProperty]) -> dict[str, Split]:
+    def _splits(self, collected: Collected, props: Sequence[JarvisProperty], source: str) -> dict[str, Split]:
         """Per property: seed-123 shuffle of the labelled entries (file order), 80/10/10."""
         out: dict[str, Split] = {}
         for j, p in enumerate(props):
             order = collected.labelled[p.name]
-            parts = seeded_split(len(order), split_seed=self.split_seed)
-            split = {part: [order[i] for i in idx] for part, idx in zip(PARTS, parts)}
-            out[p.name] = restrict_split(split, self._present(collected, j))
+            split = ids_split(order, seeded_split(len(order), split_seed=self.split_seed))
+            out[p.name] = restrict_split(split, collected.present(j))
         return out

@@ -19,28 +19,44 @@ negative shear modulus); a column already in log10 units (all values <= 10) is u
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
-from recinet_cli.contracts import DatasetPlugin, DatasetSplit, PropertyInfo
-from recinet_cli.download import RemoteFile, fetch
-from recinet_cli.errors import PluginError, StructureError
-from recinet_mp._io import entry_id, parse_value, read_entries, to_crystal
+from recinet_cli.datasets.common import (
+    PARTS,
+    Collected,
+    Entry,
+    EntryProperty,
+    JsonEntriesDataset,
+    Split,
+    atoms_to_crystal,
+    collect_structures,
+    parse_float,
+    restrict_split,
+)
+from recinet_cli.download import RemoteFile
+from recinet_cli.errors import StructureError
 from recinet_mp.splits import (
     MATFORMER_SIZES,
-    PARTS,
     matformer_sizes,
     matformer_split,
     shipped_splits,
 )
 
-__all__ = ["LOG10_MAX", "MP_2018_REMOTE", "PROPERTIES", "MPDataWarning", "MPDataset", "MPProperty"]
-
-Split = dict[str, list[str]]
+__all__ = [
+    "LOG10_MAX",
+    "MP_2018_REMOTE",
+    "PROPERTIES",
+    "MPDataWarning",
+    "MPDataset",
+    "MPProperty",
+    "entry_id",
+    "to_crystal",
+    "to_log10_gpa",
+]
 
 #: A modulus column with a value above this is in GPa, not log10(GPa) (10^10 GPa is absurd).
 LOG10_MAX = 10.0
@@ -51,14 +67,13 @@ class MPDataWarning(UserWarning):
 
 
 @dataclass(frozen=True)
-class MPProperty:
-    """One MP-2018.6.1 property: canonical name, unit, source key, aliases, full-data size."""
+class MPProperty(EntryProperty):
+    """One MP-2018.6.1 property: canonical name, unit, source key, aliases, log10 flag.
 
-    name: str
-    unit: str
-    key: str
-    description: str
-    aliases: tuple[str, ...] = field(default=())
+    Attributes:
+        log10_gpa: A modulus, returned as log10(GPa) (see :func:`to_log10_gpa`).
+    """
+
     log10_gpa: bool = False
 
 
@@ -81,7 +96,6 @@ PROPERTIES: tuple[MPProperty, ...] = (
         ("shear modulus", "shear_modulus_vrh", "g_vrh", "log_gvrh", "log10_g_vrh"), True,
     ),
 )
-_BY_NAME: dict[str, MPProperty] = {p.name: p for p in PROPERTIES}
 
 #: Labelled counts of Matformer's moduli splits (4664/393/393 and 4664/392/393).
 _MODULI_SIZES: dict[str, int] = {"bulk_modulus": 5450, "shear_modulus": 5449}
@@ -104,25 +118,29 @@ _PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-@dataclass
-class _Collected:
-    """What :func:`_collect` reads from the entries.
+def entry_id(entry: Entry) -> str | None:
+    """The Materials Project id: ``id`` (megnet.json), else ``material_id`` or ``mp_id``."""
+    for key in ("id", "material_id", "mp_id"):
+        if entry.get(key):
+            return str(entry[key])
+    return None
 
-    Attributes:
-        crystals: ``[n]`` the kept structures (at least one finite requested label).
-        targets: ``[n, n_props]`` float64 (moduli in log10 GPa), NaN = missing.
-        labelled: ``{prop: [ids]}`` every entry with a label in the file (Matformer's filter:
-            not None/"na"/NaN, before unit conversion and structure checks), in file order.
+
+def to_crystal(entry: Entry, sid: str, source: str) -> Any:
+    """A :class:`~recinet_cli.structures.crystal.Crystal` from the entry's JARVIS ``atoms``.
+
+    Raises:
+        StructureError: no ``atoms`` dict, or the converter / validation rejects it.
     """
-
-    crystals: list[Any]
-    targets: np.ndarray
-    labelled: dict[str, list[str]]
+    atoms = entry.get("atoms")
+    if not isinstance(atoms, Mapping):
+        raise StructureError("entry has no 'atoms' structure dict")
+    return atoms_to_crystal(atoms, sid, source)
 
 
 def _raw_table(entries: Sequence[Mapping[str, Any]], props: Sequence[MPProperty]) -> np.ndarray:
     """``[n_entries, n_props]`` float64 source values, NaN where missing."""
-    rows = [[parse_value(e.get(p.key)) for p in props] for e in entries]
+    rows = [[parse_float(e.get(p.key)) for p in props] for e in entries]
     return np.asarray(rows, dtype=np.float64).reshape(len(entries), len(props))
 
 
@@ -141,78 +159,7 @@ def to_log10_gpa(column: np.ndarray) -> tuple[np.ndarray, bool]:
     return out, True
 
 
-def _collect(entries: Sequence[Mapping[str, Any]], props: Sequence[MPProperty], source: str) -> _Collected:
-    """Crystals and targets of the entries with at least one requested (converted) label."""
-    raw = _raw_table(entries, props)
-    values = raw.copy()
-    dropped: list[str] = []
-    ids = [entry_id(e) or f"{source}#{i}" for i, e in enumerate(entries)]
-    for j, p in enumerate(props):
-        if p.log10_gpa:
-            values[:, j], _ = to_log10_gpa(raw[:, j])
-            lost = ~np.isnan(raw[:, j]) & np.isnan(values[:, j])
-            dropped += [f"{ids[i]} ({p.key} = {raw[i, j]:g})" for i in np.flatnonzero(lost)]
-    labelled = {p.name: [ids[i] for i in np.flatnonzero(~np.isnan(raw[:, j]))] for j, p in enumerate(props)}
-    crystals: list[Any] = []
-    rows: list[np.ndarray] = []
-    seen: set[str] = set()
-    failed: list[tuple[str, str]] = []
-    duplicates: list[str] = []
-    for i in np.flatnonzero(np.isfinite(values).any(axis=1)):
-        sid = ids[i]
-        if sid in seen:
-            duplicates.append(sid)
-            continue
-        try:
-            crystal = to_crystal(entries[i], sid, f"{source}#{sid}")
-        except StructureError as exc:
-            failed.append((sid, str(exc)))
-            continue
-        seen.add(sid)
-        crystals.append(crystal)
-        rows.append(values[i])
-    _warn_skipped(source, failed, duplicates, dropped)
-    targets = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(props))
-    return _Collected(crystals, targets, labelled)
-
-
-def _warn_skipped(source: str, failed: list[tuple[str, str]], duplicates: list[str], dropped: list[str]) -> None:
-    """One warning per kind of skipped entry, with the count and the first few ids."""
-    if failed:
-        first = ", ".join(sid for sid, _ in failed[:5])
-        warnings.warn(
-            f"{source}: skipped {len(failed)} entr{'y' if len(failed) == 1 else 'ies'} whose "
-            f"structure could not be used (first: {first}; {failed[0][0]}: {failed[0][1]})",
-            MPDataWarning,
-            stacklevel=4,
-        )
-    if duplicates:
-        first = ", ".join(duplicates[:5])
-        warnings.warn(
-            f"{source}: {len(duplicates)} duplicate id(s), kept the first entry of each (first: {first})",
-            MPDataWarning,
-            stacklevel=4,
-        )
-    if dropped:
-        warnings.warn(
-            f"{source}: dropped {len(dropped)} modulus label(s) <= 0 GPa (no log10): {', '.join(dropped[:5])}",
-            MPDataWarning,
-            stacklevel=4,
-        )
-
-
-def restrict_split(split: Mapping[str, Iterable[str]], present: set[str]) -> Split:
-    """``split`` limited to the ids in ``present``, parts made disjoint (test > val > train)."""
-    taken: set[str] = set()
-    out: Split = {}
-    for part in ("test", "val", "train"):
-        keep = [sid for sid in split.get(part, ()) if sid in present and sid not in taken]
-        taken.update(keep)
-        out[part] = keep
-    return {part: out[part] for part in PARTS}
-
-
-class MPDataset(DatasetPlugin):
+class MPDataset(JsonEntriesDataset[MPProperty]):
     """MP-2018.6.1: leaderboard splits (formation energy, gap), Matformer's split (moduli)."""
 
     name = "mp"
@@ -220,10 +167,8 @@ class MPDataset(DatasetPlugin):
     dataset_version = "mp-2018.6.1"
     remote: ClassVar[RemoteFile] = MP_2018_REMOTE
     member: ClassVar[str] = "megnet.json"
+    property_defs = PROPERTIES
     split_seed: ClassVar[int] = 123
-
-    def properties(self) -> list[PropertyInfo]:
-        return [PropertyInfo(p.name, p.unit, p.description, p.aliases, self._size(p.name)) for p in PROPERTIES]
 
     @staticmethod
     def _size(name: str) -> int | None:
@@ -240,44 +185,41 @@ class MPDataset(DatasetPlugin):
             return {}
         return dict(found[0])
 
-    def _resolve(self, props: Sequence[str]) -> tuple[list[MPProperty], tuple[PropertyInfo, ...]]:
-        """Resolve names/aliases; reject an empty or repeated request."""
-        if isinstance(props, str):
-            props = [props]
-        if not props:
-            raise PluginError(f"dataset {self.name!r}: no property requested")
-        infos = tuple(self.property_info(p) for p in props)
-        names = [i.name for i in infos]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise PluginError(f"dataset {self.name!r}: property {repeated[0]!r} requested more than once")
-        return [_BY_NAME[n] for n in names], infos
+    def _collect(self, entries: Sequence[Entry], props: Sequence[MPProperty], source: str) -> Collected:
+        """Crystals and targets of the entries with at least one requested (converted) label.
 
-    def load(
-        self, props: Sequence[str], *, data: Path | None = None, fold: int | None = None
-    ) -> DatasetSplit:
-        """Load the requested properties (see the module docstring).
-
-        Raises:
-            PluginError: ``fold`` given, unknown property, unreadable file.
-            DownloadError: no local copy and the download fails.
+        ``labelled`` follows Matformer's filter: a label in the file (not None/"na"/NaN),
+        before unit conversion and structure checks.
         """
-        if fold is not None:
-            raise PluginError(f"dataset {self.name!r} has one fixed split; --fold is not supported")
-        mprops, infos = self._resolve(props)
-        path = fetch(self.remote, local=data)
-        collected = _collect(read_entries(path, self.member), mprops, path.name)
-        splits: dict[str, Split] = {}
-        for j, prop in enumerate(mprops):
-            splits[prop.name] = self._split(collected, prop, j, path.name)
-        return DatasetSplit(
-            self.name, self.dataset_version, collected.crystals, collected.targets, infos, {}, splits
-        )
+        raw = _raw_table(entries, props)
+        values = raw.copy()
+        dropped: list[str] = []
+        ids = [entry_id(e) or f"{source}#{i}" for i, e in enumerate(entries)]
+        for j, p in enumerate(props):
+            if p.log10_gpa:
+                values[:, j], _ = to_log10_gpa(raw[:, j])
+                lost = ~np.isnan(raw[:, j]) & np.isnan(values[:, j])
+                dropped += [f"{ids[i]} ({p.key} = {raw[i, j]:g})" for i in np.flatnonzero(lost)]
+        labelled = {p.name: [ids[i] for i in np.flatnonzero(~np.isnan(raw[:, j]))] for j, p in enumerate(props)}
+        rows = np.flatnonzero(np.isfinite(values).any(axis=1))
+        candidates = [(ids[i], entries[i]) for i in rows]
+        crystals, kept = collect_structures(candidates, to_crystal, source, MPDataWarning, stacklevel=3)
+        if dropped:
+            warnings.warn(
+                f"{source}: dropped {len(dropped)} modulus label(s) <= 0 GPa (no log10): {', '.join(dropped[:5])}",
+                MPDataWarning,
+                stacklevel=3,
+            )
+        targets = values[rows[np.asarray(kept, dtype=np.intp)]].reshape(len(kept), len(props))
+        return Collected(crystals, targets, labelled)
 
-    def _split(self, collected: _Collected, prop: MPProperty, column: int, source: str) -> Split:
+    def _splits(self, collected: Collected, props: Sequence[MPProperty], source: str) -> dict[str, Split]:
+        """Per property: the official (shipped) or Matformer (computed) split."""
+        return {prop.name: self._split(collected, prop, j, source) for j, prop in enumerate(props)}
+
+    def _split(self, collected: Collected, prop: MPProperty, column: int, source: str) -> Split:
         """The official (shipped) or Matformer (computed) split of one property."""
-        finite = np.isfinite(collected.targets[:, column])
-        present = {c.id for c, ok in zip(collected.crystals, finite) if ok}
+        present = collected.present(column)
         official = shipped_splits().get(prop.name)
         if official is not None:
             return restrict_split(official, present)
@@ -288,6 +230,6 @@ class MPDataset(DatasetPlugin):
                 f"{source}: only {len(order)} labelled entries for {prop.name}; Matformer's split "
                 f"needs {sum(MATFORMER_SIZES)}: used the same seeded procedure with sizes {sizes}",
                 MPDataWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
         return restrict_split(matformer_split(order, self.split_seed), present)
