@@ -26,15 +26,16 @@ def to_data(g: GraphArrays, dtype: torch.dtype = torch.float32) -> Data:
         ``sid`` (the structure id).
     """
     vec = g.edge_vectors
+    # torch.tensor copies: the store may hand out read-only views of its preloaded arrays
     return Data(
-        atomic_numbers=torch.from_numpy(g.numbers),
-        frac=torch.from_numpy(g.frac).to(dtype),
-        pos=torch.from_numpy(g.frac @ g.lattice).to(dtype),
-        lattice=torch.from_numpy(np.ascontiguousarray(g.lattice)).to(dtype).unsqueeze(0),
-        edge_index=torch.from_numpy(np.ascontiguousarray(g.edge_index.T)),
-        edge_image=torch.from_numpy(g.edge_image),
-        edge_vec=torch.from_numpy(vec).to(dtype),
-        y=torch.from_numpy(np.asarray(g.targets, dtype=np.float64)).to(dtype).reshape(1, -1),
+        atomic_numbers=torch.tensor(g.numbers),
+        frac=torch.tensor(g.frac, dtype=dtype),
+        pos=torch.tensor(g.frac @ g.lattice, dtype=dtype),
+        lattice=torch.tensor(g.lattice, dtype=dtype).unsqueeze(0),
+        edge_index=torch.tensor(g.edge_index.T),
+        edge_image=torch.tensor(g.edge_image),
+        edge_vec=torch.tensor(vec, dtype=dtype),
+        y=torch.tensor(np.asarray(g.targets, dtype=np.float64), dtype=dtype).reshape(1, -1),
         sid=g.id,
         num_nodes=len(g.numbers),
     )
