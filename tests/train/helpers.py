@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 
 import pytest
-from click.testing import Result
+from typer.testing import Result
 from typer.testing import CliRunner
 
 from recinet_cli.cli.app import app

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import torch
-from click.testing import Result
+from typer.testing import Result
 
 import recinet_cli.model.recinet as recinet_model
 import recinet_cli.train.engine as engine
