@@ -11,8 +11,7 @@ import math
 from pathlib import Path
 
 import pytest
-from typer.testing import Result
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from recinet_cli.cli.app import app
 from tests.conftest import ROOT
