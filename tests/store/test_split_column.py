@@ -26,6 +26,7 @@ from recinet_cli.store.reader import GraphStore
 from recinet_cli.store.schema import SCHEMA_VERSION, SPLIT_DATASET
 from recinet_cli.store.writer import GraphBatch, append_batch, create_store
 from tests.conftest import ROOT
+from tests.test_featurize import assert_same_content
 
 POSCARS = ROOT / "examples" / "structures" / "jarvis_poscars"
 SPLITS = ("train", "val", "test")
@@ -71,25 +72,6 @@ def run(inputs: list[str], out: Path, labels: Path | None, **kw: object) -> obje
         inputs=tuple(inputs), output=str(out), labels=str(labels) if labels else None, workers=1, **kw
     )
     return featurize(cfg)
-
-
-def store_content(path: Path) -> dict[str, object]:
-    """Every dataset and attribute of a store, minus the run tokens (which differ per run)."""
-    out: dict[str, object] = {}
-    with h5py.File(path, "r") as h5:
-        out.update({f"@{k}": v for k, v in h5.attrs.items() if k != "merged_runs"})
-        h5.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
-    return out
-
-
-def assert_same_content(a: Path, b: Path) -> None:
-    ca, cb = store_content(a), store_content(b)
-    assert ca.keys() == cb.keys()
-    for key in ca:
-        if isinstance(ca[key], np.ndarray):
-            np.testing.assert_array_equal(ca[key], cb[key], err_msg=key)
-        else:
-            assert ca[key] == cb[key], key
 
 
 @pytest.fixture(scope="module")

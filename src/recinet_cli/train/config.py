@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -220,11 +220,6 @@ def resolve(
         merged["task"] = task
     merged["model"] = model
     return from_mapping(merged)
-
-
-def with_updates(cfg: TrainConfig, **changes: Any) -> TrainConfig:
-    """A copy of ``cfg`` with some fields changed (validated again)."""
-    return replace(cfg, **changes)
 
 
 def write_config(cfg: TrainConfig, path: Path) -> None:
