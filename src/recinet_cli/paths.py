@@ -45,3 +45,10 @@ def models_dir() -> Path:
     from platformdirs import user_data_dir
 
     return Path(user_data_dir("recinet", appauthor=False)) / "models"
+
+
+def sample_structures() -> list[Path]:
+    """The real JARVIS POSCAR files shipped with the package (``recinet_cli/data/samples``),
+    sorted by name: what ``recinet export`` checks parity on when no structures are given."""
+    root = Path(__file__).parent / "data" / "samples"
+    return sorted(root.glob("*.vasp"))

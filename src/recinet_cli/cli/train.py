@@ -94,6 +94,7 @@ def train(
     num_workers: int | None = typer.Option(None, "--num-workers", help="DataLoader workers per process [0]."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Run directory [runs/TASK-TIMESTAMP]."),
     name: str | None = typer.Option(None, "--name", help="Model store name [derived from the task]."),
+    group: str | None = typer.Option(None, "--group", help="Ensemble group: models trained with one group name (e.g. several --seed values) are averaged by `recinet predict --model GROUP`."),
     register: bool | None = typer.Option(None, "--register/--no-register", help="Add the model to the model store [yes]."),
     tensorboard: bool | None = typer.Option(None, "--tensorboard/--no-tensorboard", help="Also write TensorBoard logs."),
 ) -> None:
@@ -107,7 +108,7 @@ def train(
         "blocks": blocks, "weight_decay": weight_decay, "seed": seed, "deterministic": deterministic,
         "clip_grad": clip_grad, "precision": precision, "patience": patience, "val_fraction": val_fraction,
         "test_fraction": test_fraction, "device": device, "gpus": gpus, "nprocs": nprocs,
-        "num_workers": num_workers, "out": str(out) if out else None, "name": name, "register": register,
+        "num_workers": num_workers, "out": str(out) if out else None, "name": name, "group": group, "register": register,
         "tensorboard": tensorboard,
     }
     model = _model_flags(head, head_option, kset, gmax, hidden, reciprocal)

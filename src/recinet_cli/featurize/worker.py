@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recinet_cli.errors import StructureError
+from recinet_cli.store.reader import GraphArrays
 from recinet_cli.structures.crystal import Crystal, validate_crystal
 from recinet_cli.structures.graph import GraphParams, build_graph
 from recinet_cli.structures.readers import InputFile, ReadFailure, ReadOptions, read_file
@@ -30,6 +31,14 @@ class GraphRecord:
     frac: np.ndarray
     edge_index: np.ndarray  # [E, 2] local (source, target)
     edge_image: np.ndarray  # [E, 3]
+
+    def arrays(self, targets: np.ndarray | None = None) -> GraphArrays:
+        """The same graph as the store hands it out (``targets [T]``, default none)."""
+        return GraphArrays(
+            id=self.id, lattice=self.lattice, numbers=self.numbers, frac=self.frac,
+            edge_index=self.edge_index, edge_image=self.edge_image,
+            targets=np.zeros(0) if targets is None else targets,
+        )
 
 
 def featurize_crystal(crystal: Crystal, params: GraphParams) -> GraphRecord:

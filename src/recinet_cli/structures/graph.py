@@ -21,15 +21,19 @@ else is NumPy on whole arrays (no Python loop over edges).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from pymatgen.optimization.neighbors import find_points_in_spheres
 
-from recinet_cli.errors import StructureError
+from recinet_cli.errors import RecinetError, StructureError
 from recinet_cli.structures.crystal import OVERLAP_DISTANCE
 
 _PBC = np.ones(3, dtype=np.int64)
+#: Name and version of the graph rule, recorded with the parameters.
+ALGORITHM = "knn-undirected-multigraph/v1"
 
 
 @dataclass(frozen=True)
@@ -61,12 +65,27 @@ class GraphParams:
 
     def as_dict(self) -> dict[str, float | int | str]:
         return {
-            "algorithm": "knn-undirected-multigraph/v1",
+            "algorithm": ALGORITHM,
             "cutoff": float(self.cutoff),
             "max_neighbors": int(self.max_neighbors),
             "tie_tol": float(self.tie_tol),
             "min_dist": float(self.min_dist),
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GraphParams:
+        """The parameters recorded by :meth:`as_dict` (in a graph file or a model bundle).
+
+        Raises:
+            RecinetError: another graph algorithm, or missing/invalid values.
+        """
+        algorithm = data.get("algorithm")
+        if algorithm != ALGORITHM:
+            raise RecinetError(f"featurizer algorithm {algorithm!r} is not supported (this recinet builds {ALGORITHM!r})")
+        try:
+            return cls(float(data["cutoff"]), int(data["max_neighbors"]), float(data["tie_tol"]), float(data["min_dist"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RecinetError(f"invalid featurizer parameters {dict(data)!r}: {exc}") from None
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,9 @@ class TrainConfig:
         device: ``auto`` | ``cpu`` | ``cuda``; gpus: processes on GPUs; nprocs: CPU processes
             (gloo), for testing DDP without GPUs.
         num_workers: DataLoader workers per process.
-        out: run directory; name: model store name (default from the task); register: add
+        out: run directory; name: model store name (default from the task); group: ensemble
+            name shared by models trained e.g. with different seeds (``recinet predict
+            --model GROUP`` averages them); register: add
             the final bundle to the model store.
         tensorboard: also log scalars for TensorBoard (needs the ``tensorboard`` package).
     """
@@ -72,6 +74,7 @@ class TrainConfig:
     num_workers: int = 0
     out: str | None = None
     name: str | None = None
+    group: str | None = None
     register: bool = True
     tensorboard: bool = False
 
@@ -97,6 +100,13 @@ class TrainConfig:
             raise bad("nprocs", "is for CPU runs; with --gpus N the process count is N")
         if self.patience is not None and self.patience < 1:
             raise bad("patience", f"must be >= 1, got {self.patience}")
+        if self.group is not None:
+            from recinet_cli.modelstore import StoreError, check_name
+
+            try:
+                check_name(self.group)
+            except StoreError as exc:
+                raise bad("group", str(exc).replace("model name", "name")) from None
         if self.clip_grad is not None and not self.clip_grad > 0:
             raise bad("clip_grad", f"must be > 0, got {self.clip_grad}")
         if not (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
@@ -155,7 +165,7 @@ _FIELD_KINDS: dict[str, tuple[type, bool]] = {
     "deterministic": (bool, False), "clip_grad": (float, True), "precision": (str, False),
     "patience": (int, True), "val_fraction": (float, False), "test_fraction": (float, False),
     "device": (str, False), "gpus": (int, False), "nprocs": (int, False),
-    "num_workers": (int, False), "out": (str, True), "name": (str, True),
+    "num_workers": (int, False), "out": (str, True), "name": (str, True), "group": (str, True),
     "register": (bool, False), "tensorboard": (bool, False),
 }
 

@@ -439,7 +439,8 @@ def _finish(cfg: TrainConfig, data: PreparedData, run: Path, mcfg: Any, net: Any
     info = {
         "name": cfg.name, "task": cfg.task, "model_config": mcfg.to_dict(),
         "featurizer": data.featurizer, "featurizer_hash": data.featurizer_hash,
-        "targets": [{"name": p.name, "unit": p.unit} for p in data.properties],
+        "targets": [{"name": p.name, "unit": p.unit, "aliases": list(p.aliases)} for p in data.properties],
+        "group": cfg.group,
         "scaler": {"mean": net.target_mean.tolist(), "std": net.target_std.tolist()},
         "dataset": {"name": data.dataset, "version": data.dataset_version, "fold": cfg.fold, "split": data.split_kind,
                     "sizes": {k: len(v) for k, v in data.splits.items()}, "ids_sha256": data.split_ids_sha256()},
