@@ -13,6 +13,7 @@ from typer.core import TyperGroup
 from recinet_cli.cli import datasets as datasets_cmd
 from recinet_cli.cli import featurize as featurize_cmd
 from recinet_cli.cli import plugins as plugins_cmd
+from recinet_cli.cli import predict as predict_cmd
 from recinet_cli.cli import train as train_cmd
 from recinet_cli.cli.bench import bench_app
 from recinet_cli.cli.common import print_error, state
@@ -70,6 +71,7 @@ def _root(
 
 app.command("featurize")(featurize_cmd.featurize)
 app.command("train")(train_cmd.train)
+app.command("predict")(predict_cmd.predict)
 app.command("datasets")(datasets_cmd.datasets)
 app.command("plugins")(plugins_cmd.plugins)
 app.add_typer(models_app, name="models")

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import sys
-import time
 from enum import Enum
 from pathlib import Path
 
 import typer
 
-from recinet_cli.cli.common import console, console_err, print_error, print_failure, print_plain
+from recinet_cli.cli.common import console, print_error, print_failure, print_plain
+from recinet_cli.cli.progress import make_progress
 
 
 class IdFrom(str, Enum):
@@ -96,75 +95,3 @@ def _summary(report: object) -> None:
     console.print(table)
     if r.total_failed:
         print_plain(f"failures listed in {r.failures_csv}")
-
-
-class _RichProgress:
-    """Rich progress bar with rate and ETA (terminal) or plain periodic lines (pipes, CI)."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.tty = console_err.is_terminal
-        self.total = self.done = self.structures = self.failed = 0
-        self._last = 0.0
-        self._t0 = 0.0
-        self._bar = None
-        self._task = None
-
-    def start(self, total_files: int, skipped: int) -> None:
-        self.total = total_files
-        self._t0 = time.monotonic()
-        if skipped:
-            console_err.print(f"resuming: {skipped:,} input files already done", highlight=False)
-        if self.tty:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._bar = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]} files/s"),
-                TextColumn("{task.fields[stats]}"),
-                TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
-                console=console_err,
-                transient=False,
-            )
-            self._bar.start()
-            self._task = self._bar.add_task(self.label, total=total_files, rate="-", stats="")
-
-    def advance(self, files: int, structures: int, failed: int) -> None:
-        self.done += files
-        self.structures += structures
-        self.failed += failed
-        now = time.monotonic()
-        elapsed = max(now - self._t0, 1e-9)
-        rate = self.done / elapsed
-        if self._bar is not None:
-            self._bar.update(
-                self._task, advance=files, rate=f"{rate:,.1f}",
-                stats=f"{self.structures:,} stored, {self.failed:,} failed",
-            )
-        elif now - self._last >= 5.0 or self.done == self.total:
-            self._last = now
-            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-            print(
-                f"{self.label}: {self.done}/{self.total} files, {self.structures} stored, "
-                f"{self.failed} failed, {rate:.1f} files/s, ETA {eta:.0f} s",
-                file=sys.stderr, flush=True,
-            )
-
-    def stop(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-
-def make_progress(label: str) -> _RichProgress:
-    return _RichProgress(label)

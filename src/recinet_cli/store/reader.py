@@ -181,6 +181,17 @@ class GraphStore:
             targets=self._slice("structures/targets", i, i + 1)[0],
         )
 
+    def strings(self, name: str) -> list[str]:
+        """``[S]`` a per-structure string column: ``"source"`` or ``"formula"`` (or ``"id"``)."""
+        if name == "id":
+            return list(self.ids)
+        h5 = self._open() if self._mem is None else h5py.File(self.path, "r")
+        try:
+            return h5[f"structures/{name}"].asstr()[:].tolist()
+        finally:
+            if self._mem is not None:
+                h5.close()
+
     def failures(self) -> list[tuple[str, str, str]]:
         """``(source, id, reason)`` of every input that could not be stored."""
         h5 = self._open() if self._mem is None else h5py.File(self.path, "r")
