@@ -148,8 +148,9 @@ def explicit_models(spec: str, store: Sequence[ModelRef]) -> tuple[str, list[Mod
     from recinet_cli.modelstore import BUNDLE_NAME
 
     path = Path(spec).expanduser()
-    if path.is_file():
-        return path.stem, [_ref(path.stem, path)]
+    if path.is_file():  # a store or run directory's model.safetensors is named by its directory
+        name = path.parent.name if path.name == BUNDLE_NAME and path.parent.name else path.stem
+        return name, [_ref(name, path)]
     if path.is_dir() and (path / BUNDLE_NAME).is_file():
         return path.name, [_ref(path.name, path / BUNDLE_NAME)]
     by_name = [m for m in store if m.name == spec]
@@ -205,7 +206,7 @@ def _choose(props: list[str], store: Sequence[ModelRef]) -> dict[str, tuple[str,
         rel = sum(ratios) / len(ratios) if ratios else math.inf
         return (-len(covered), rel if math.isfinite(rel) else 1e300, -len(unit))
 
-    while remaining:
+    while remaining and units:
         ranked = sorted(units, key=lambda u: (*score(u, remaining), u[0]))
         label, unit = ranked[0]
         covered = [p for p in remaining if serving[(label, p)]]
