@@ -23,7 +23,16 @@ from recinet_cli.structures.graph import GraphParams
 from recinet_cli.structures.readers import read_structures
 from tests.bundles import make_bundle, store_bundle
 from tests.conftest import cod_cif, edited_nacl
-from tests.train.helpers import POSCARS, TASK, TINY, error_message, invoke, isolated_env, read_csv, session_cache
+from tests.train.helpers import (
+    POSCARS,
+    TASK,
+    TINY,
+    error_message,
+    invoke,
+    isolated_env,
+    read_csv,
+    session_cache,
+)
 
 #: A few real JARVIS POSCARs (1-32 atoms) and the real COD CIFs (with symmetry operations).
 SOME = sorted(POSCARS.glob("*.vasp"))[:12]

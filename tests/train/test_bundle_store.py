@@ -79,7 +79,7 @@ def predict(net: ReciNet, batch: Batch) -> torch.Tensor:
 INFO = {"task": "folder:bandgap", "name": "tiny", "model_config": CONFIG.to_dict(),
         "targets": [{"name": "bandgap", "unit": "eV"}],
         "dataset": {"name": "folder", "version": "local"},
-        "metrics": {"best_epoch": 3, "val": {}, "test": {"bandgap": {"mae": 0.5, "rmse": 0.7, "n": 5}}},
+        "metrics": {"best_epoch": 3, "val": {"bandgap": {"mae": 0.4, "rmse": 0.6, "n": 5}}, "test": {"bandgap": {"mae": 0.5, "rmse": 0.7, "n": 5}}},
         "created": "2026-01-01T00:00:00+0000"}
 
 
@@ -335,8 +335,8 @@ def test_models_cli_list_show_remove(bundle: Path) -> None:
     res = invoke(["models", "list", "--json"])
     assert res.exit_code == 0, res.output
     rows = json.loads(res.stdout)
-    assert rows == [{"name": "tiny", "task": "folder:bandgap", "targets": "bandgap (eV)", "dataset": "folder local",
-                     "test_mae": "bandgap 0.5", "created": "2026-01-01T00:00:00+0000", "error": None}]
+    assert rows == [{"name": "tiny", "group": "", "task": "folder:bandgap", "targets": "bandgap (eV)", "dataset": "folder local",
+                     "val_mae": "bandgap 0.4", "test_mae": "bandgap 0.5", "created": "2026-01-01T00:00:00+0000", "error": None}]
     res = invoke(["models", "show", "tiny"])
     assert res.exit_code == 0, res.output
     lines = res.stdout.splitlines()

@@ -19,13 +19,16 @@ def _fmt(value: Any) -> str:
 def summary_row(name: str, info: dict[str, Any] | None, error: str | None = None) -> dict[str, Any]:
     """A flat description of one stored model (what ``list`` shows)."""
     if info is None:
-        return {"name": name, "task": "", "targets": "", "dataset": "", "test_mae": "", "created": "", "error": error}
+        return {"name": name, "group": "", "task": "", "targets": "", "dataset": "", "val_mae": "", "test_mae": "",
+                "created": "", "error": error}
+    val = info.get("metrics", {}).get("val", {})
     test = info.get("metrics", {}).get("test", {})
     targets = [f"{t['name']} ({t['unit']})" if t.get("unit") else t["name"] for t in info.get("targets", [])]
     ds = info.get("dataset", {})
     return {
-        "name": name, "task": info.get("task", ""), "targets": ", ".join(targets),
+        "name": name, "group": info.get("group") or "", "task": info.get("task", ""), "targets": ", ".join(targets),
         "dataset": f"{ds.get('name', '')} {ds.get('version', '')}".strip(),
+        "val_mae": ", ".join(f"{p} {_fmt(m.get('mae'))}" for p, m in val.items()),
         "test_mae": ", ".join(f"{p} {_fmt(m.get('mae'))}" for p, m in test.items()),
         "created": info.get("created", ""), "error": None,
     }
@@ -48,12 +51,13 @@ def list_(json_output: bool = typer.Option(False, "--json", help="Print JSON ins
         print_plain(f"no models in {models_dir()} (train one with `recinet train --task ...`)")
         return
     table = Table(title=f"models in {models_dir()}", title_justify="left")
-    for col in ("name", "task", "targets", "dataset", "test_mae", "created"):
+    columns = ("name", "group", "task", "val_mae", "test_mae")  # the rest: --json, `models show`
+    for col in columns:
         table.add_column(col.replace("_", " "), overflow="fold")
     for r in rows:
-        cells = [r["name"], r["task"], r["targets"], r["dataset"], r["test_mae"], r["created"]]
+        cells = [r[col] for col in columns]
         if r["error"]:
-            cells = [r["name"], f"unreadable: {r['error']}", "", "", "", ""]
+            cells = [r["name"], "", f"unreadable: {r['error']}", "", ""]
         table.add_row(*(Text(str(c)) for c in cells))
     console.print(table)
 
