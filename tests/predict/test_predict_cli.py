@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import recinet_cli
-from recinet_cli.bundle import load_bundle
+from recinet_cli.bundle import load_bundle, read_bundle_info
 from recinet_cli.inference import collate, featurize_crystals, model_inputs
 from recinet_cli.prediction import PredictError
 from recinet_cli.structures.graph import GraphParams
@@ -68,7 +68,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     run = tmp_path_factory.mktemp("predict-runs") / "RUN"
     with pytest.MonkeyPatch.context() as mp:
         isolated_env(mp, home, session_cache(tmp_path_factory))
-        result = invoke(["train", *TASK, *TINY, "-o", run, "--name", "gap"])
+        result = invoke(["train", *TASK, *TINY, "-o", run, "--name", "gap", "--group", "gaps"])
     assert result.exit_code == 0, result.output
     return run, home
 
@@ -81,10 +81,12 @@ def test_predict_reproduces_the_training_runs_test_predictions(trained: tuple[Pa
     out = tmp_path / "pred.csv"
     result = invoke(["predict", POSCARS, "--props", "bandgap", "-o", out])
     assert result.exit_code == 0, result.output
-    assert "bandgap: gap, validation MAE" in result.stderr  # which model serves the column
+    assert "bandgap: gaps, validation MAE" in result.stderr  # which model (group) serves the column
+    info = read_bundle_info(run / "model.safetensors")
+    assert info["group"] == "gaps" and info["targets"] == [{"name": "bandgap", "unit": "", "aliases": []}]  # headerless id_prop.csv: no unit
     header, rows = read_csv(out)
     assert header == ["id", "formula", "bandgap", "bandgap model", "error", "source"]
-    assert len(rows) == 70 and all(r["error"] == "" and r["bandgap model"] == "gap" for r in rows)
+    assert len(rows) == 70 and all(r["error"] == "" and r["bandgap model"] == "gaps" for r in rows)
     assert f"wrote {out}: 70 predicted, 0 failed" in result.stdout
     predicted = {r["id"]: float(r["bandgap"]) for r in rows}
     _, test_rows = read_csv(run / "test_predictions.csv")
