@@ -331,3 +331,41 @@ def test_python_api_and_cli_agree(mt_model: Path, tmp_path: Path) -> None:
     for a, c in zip(api, cli):
         assert f"{a['bandgap_opt']:.8g}" == c["bandgap_opt (eV)"]
     assert make_bundle  # the shared factory is what both paths load
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+def test_an_interrupted_run_resumes_and_ends_with_the_uninterrupted_output(
+        mt_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from recinet_cli.prediction import engine
+
+    inputs = [POSCARS, tmp_path / "missing.cif"]
+    args = ["-p", "bandgap_mbj,bandgap_opt", "--batch-size", "8", "--workers", "0"]
+    reference = tmp_path / "reference.csv"
+    assert invoke(["predict", *inputs, *args, "-o", reference]).exit_code == 1  # one missing file
+    out = tmp_path / "out.csv"
+    real = engine._forward
+    calls = {"n": 0}
+
+    def interrupted(*a: Any, **k: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 4:  # the 4th batch of 8: 24 structures are done
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(engine, "_forward", interrupted)
+    first = invoke(["predict", *inputs, *args, "-o", out])
+    assert first.exit_code == 130 and not out.exists()  # Ctrl-C
+    journal = Path(f"{out}.partial")
+    assert len(journal.read_text().splitlines()) == 1 + 24  # header + one line per finished input
+    calls["n"] = -10**6  # no more interruptions; count the batches of the resumed run
+    second = invoke(["predict", *inputs, *args, "-o", out])
+    assert second.exit_code == 1, second.output
+    assert "resuming: 24 inputs already done" in second.stderr
+    assert calls["n"] + 10**6 == math.ceil((70 - 24) / 8)  # only the remaining structures ran
+    assert out.read_text() == reference.read_text() and not journal.exists()
+    # a different command (other properties) does not reuse the journal of another run
+    journal.write_text(json.dumps({"format": "recinet-predict-journal/1", "signature": "other"}) + "\n")
+    assert invoke(["predict", *inputs, "-p", "bandgap_mbj", "--workers", "0", "-o", out]).exit_code == 1
+    assert csv_rows(out.read_text())[0][2] == "bandgap_mbj (eV)" and len(csv_rows(out.read_text())[1]) == 71

@@ -62,7 +62,7 @@ def featurize(
         overwrite=overwrite,
         shard_size=shard_size,
     )
-    report = run(cfg, progress=make_progress("featurizing"))
+    report = run(cfg, progress=make_progress("featurizing", "input files"))
     for f in report.failures:
         where = f.source + (f" [{f.id}]" if f.id and f.id not in f.source else "")
         print_failure(where, f.reason)

@@ -63,6 +63,7 @@ def predict(
     result = run_plan(
         plan, items, failures=failures, device=device, batch_size=batch_size, workers=workers,
         options=ReadOptions(disorder.value), progress=make_progress("predicting", "inputs", "predicted"),
+        journal_for=output,
     )
     failed = [r for r in result.rows if r["error"] is not None]
     for r in failed[:MAX_LISTED_FAILURES]:
@@ -72,6 +73,7 @@ def predict(
         print_failure(f"{len(failed) - MAX_LISTED_FAILURES} more structures", "see the error column")
     if output is not None:
         write_output(result, output)
+        result.finish_journal()  # an interrupted run resumes from OUTPUT.partial until here
         t = result.timings
         rate = t.structures / t.total if t.total > 0 else 0.0
         print_plain(

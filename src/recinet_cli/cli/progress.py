@@ -26,7 +26,7 @@ class _RichProgress:
         self.total = total_files
         self._t0 = time.monotonic()
         if skipped:
-            console_err.print(f"resuming: {skipped:,} input files already done", highlight=False)
+            console_err.print(f"resuming: {skipped:,} {self.unit} already done", highlight=False)
         if self.tty:
             from rich.progress import (
                 BarColumn,

@@ -22,6 +22,7 @@ import numpy as np
 from recinet_cli.errors import RecinetError, StructureError
 from recinet_cli.featurize.worker import GraphRecord, featurize_crystal
 from recinet_cli.inference import bundle_params, collate, model_inputs
+from recinet_cli.prediction.journal import Journal, run_signature
 from recinet_cli.prediction.resolve import Column, ModelRef, Plan, PredictError
 from recinet_cli.structures.crystal import Crystal
 from recinet_cli.structures.graph import GraphParams
@@ -86,6 +87,12 @@ class PredictResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     timings: Timings = field(default_factory=Timings)
     device: str = "cpu"
+    journal: Journal | None = field(default=None, repr=False)
+
+    def finish_journal(self) -> None:
+        """Delete the resume journal (call once the output file is written)."""
+        if self.journal is not None:
+            self.journal.close(remove=True)
 
     @property
     def failed(self) -> int:
@@ -295,6 +302,78 @@ def _empty_row(sid: str, source: str, formula: str, columns: Sequence[Column], e
     return row
 
 
+class _Runner:
+    """The main-process side of a run: rows, the pending batch, the journal."""
+
+    def __init__(self, result: PredictResult, models: list[_Loaded], device: Any, batch_size: int,
+                 journal: Journal | None) -> None:
+        self.result = result
+        self.rows = result.rows
+        self.columns = result.columns
+        self.models = models
+        self.device = device
+        self.batch_size = batch_size
+        self.journal = journal
+        self.pending = _Pending()
+        self.seen: dict[str, str] = {}
+        self.item_ends: list[int] = []  # row index after each item of this run
+        self.item_starts: list[int] = []
+        self.journaled = 0  # items of this run written to the journal
+
+    def resume(self, done: list[list[dict[str, Any]]]) -> None:
+        for rows in done:
+            for r in rows:
+                self.rows.append(r)
+                if r["id"] and r["error"] is None:
+                    self.seen[r["id"]] = r["source"]
+
+    def add(self, outcomes: list[Outcome]) -> tuple[int, int]:
+        """Rows for one item's outcomes; returns (structures queued, failures)."""
+        timings = self.result.timings
+        n_ok = n_bad = 0
+        self.item_starts.append(len(self.rows))
+        for o in outcomes:
+            if isinstance(o, tuple) and o[0].id in self.seen:
+                o = ReadFailure(o[0].source, o[0].id, f"duplicate structure id {o[0].id!r} (also in {self.seen[o[0].id]})")
+            if isinstance(o, ReadFailure):
+                self.rows.append(_empty_row(o.id, o.source, "", self.columns, o.reason))
+                n_bad += 1
+                continue
+            g = o[0]
+            self.seen[g.id] = g.source
+            self.pending.rows.append(len(self.rows))
+            self.pending.graphs.append(o)
+            self.rows.append(_empty_row(g.id, g.source, g.formula, self.columns, None))
+            timings.structures += 1
+            timings.atoms += len(g.numbers)
+            timings.edges += len(g.edge_index)
+            n_ok += 1
+        self.item_ends.append(len(self.rows))
+        if len(self.pending.rows) >= self.batch_size:
+            self.run_pending()
+        return n_ok, n_bad
+
+    def run_pending(self) -> None:
+        if self.pending.rows:
+            t0 = time.perf_counter()
+            _run_batch(self.pending, self.rows, self.models, self.columns, self.device)
+            self.result.timings.model += time.perf_counter() - t0
+            self.pending = _Pending()
+        self._journal_finished()
+
+    def _journal_finished(self) -> None:
+        """Append every item whose rows are all predicted (items finish in order)."""
+        if self.journal is None:
+            return
+        while self.journaled < len(self.item_ends):
+            start, end = self.item_starts[self.journaled], self.item_ends[self.journaled]
+            if self.pending.rows and self.pending.rows[0] < end:
+                break
+            self.journal.append(self.rows[start:end])
+            self.journaled += 1
+        self.journal.flush()
+
+
 def run_plan(
     plan: Plan,
     items: Sequence[Item],
@@ -305,18 +384,22 @@ def run_plan(
     workers: int | None = None,
     options: ReadOptions = ReadOptions(),
     progress: Progress | None = None,
+    journal_for: str | os.PathLike[str] | None = None,
 ) -> PredictResult:
     """Predict the plan's columns for every item.
 
     Args:
         plan: columns and models (:func:`recinet_cli.prediction.resolve.plan_columns`).
-        items: input files, crystals or stored graphs, in output order.
-        failures: inputs already known to be unusable (missing files...): rows with errors, first.
+        items: input files, crystals, stored graphs or known failures, in output order.
+        failures: inputs that could not even be listed (missing files...): rows first.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         batch_size: structures per forward pass.
         workers: featurization processes (``None``: one per core but one, at least 1, and
             none for fewer than ``batch_size`` items; 0: featurize in this process).
         progress: progress sink (advanced per item).
+        journal_for: the output file of a command: finished inputs are journaled next to it
+            (:mod:`recinet_cli.prediction.journal`) and a rerun of the same command resumes.
+            The caller writes the output, then calls ``result.finish_journal()``.
 
     Returns:
         A :class:`PredictResult` with one row per structure (and per failed input).
@@ -326,52 +409,36 @@ def run_plan(
         raise PredictError(f"--batch-size must be >= 1, got {batch_size}")
     dev = pick_device(device)
     models, params = _load_models(plan, dev)
-    columns = list(plan.columns)
-    result = PredictResult(columns=columns, device=str(dev))
-    rows = result.rows
+    result = PredictResult(columns=list(plan.columns), device=str(dev))
     for f in failures:
-        rows.append(_empty_row(f.id, f.source, "", columns, f.reason))
+        result.rows.append(_empty_row(f.id, f.source, "", result.columns, f.reason))
+    journal = None
+    done: list[list[dict[str, Any]]] = []
+    if journal_for is not None:
+        signature = run_signature(plan, items, {"batch_size": batch_size, "disorder": options.disorder})
+        journal = Journal(journal_for, signature)
+        done = journal.load()
+        journal.start(done)
+        result.journal = journal
+    runner = _Runner(result, models, dev, batch_size, journal)
+    runner.resume(done)
+    todo = items[len(done):]
     if workers is None:
-        workers = 0 if len(items) < batch_size else max(1, (os.cpu_count() or 1) - 1)
-    seen: dict[str, str] = {r["id"]: r["source"] for r in rows if r["id"]}
-    pending = _Pending()
-    timings = result.timings
+        workers = 0 if len(todo) < batch_size else max(1, (os.cpu_count() or 1) - 1)
     if progress:
-        progress.start(len(items), 0)
+        progress.start(len(todo), len(done))
     try:
-        for outcomes, t_parse, t_feat in _outcomes(items, workers, params, options):
-            timings.parse += t_parse
-            timings.featurize += t_feat
-            n_ok = n_bad = 0
-            for o in outcomes:
-                if isinstance(o, tuple) and o[0].id in seen:
-                    o = ReadFailure(o[0].source, o[0].id, f"duplicate structure id {o[0].id!r} (also in {seen[o[0].id]})")
-                if isinstance(o, ReadFailure):
-                    rows.append(_empty_row(o.id, o.source, "", columns, o.reason))
-                    n_bad += 1
-                    continue
-                g = o[0]
-                seen[g.id] = g.source
-                pending.rows.append(len(rows))
-                pending.graphs.append(o)
-                rows.append(_empty_row(g.id, g.source, g.formula, columns, None))
-                timings.structures += 1
-                timings.atoms += len(g.numbers)
-                timings.edges += len(g.edge_index)
-                n_ok += 1
-            if len(pending.rows) >= batch_size:
-                t0 = time.perf_counter()
-                _run_batch(pending, rows, models, columns, dev)
-                timings.model += time.perf_counter() - t0
-                pending = _Pending()
+        for outcomes, t_parse, t_feat in _outcomes(todo, workers, params, options):
+            result.timings.parse += t_parse
+            result.timings.featurize += t_feat
+            n_ok, n_bad = runner.add(outcomes)
             if progress:
                 progress.advance(1, n_ok, n_bad)
-        if pending.rows:
-            t0 = time.perf_counter()
-            _run_batch(pending, rows, models, columns, dev)
-            timings.model += time.perf_counter() - t0
+        runner.run_pending()
     finally:
         if progress:
             progress.stop()
-    timings.total = time.perf_counter() - t_start
+        if journal is not None:
+            journal.close()
+    result.timings.total = time.perf_counter() - t_start
     return result
