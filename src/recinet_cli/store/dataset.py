@@ -21,7 +21,7 @@ def to_data(g: GraphArrays, dtype: torch.dtype = torch.float32) -> Data:
 
     Fields (N atoms, E edges, T targets):
         ``atomic_numbers [N]`` long, ``frac [N,3]``, ``pos [N,3]`` Å, ``lattice [1,3,3]`` Å,
-        ``edge_index [2,E]`` long (row 0 = source), ``edge_image [E,3]`` long,
+        ``edge_index [2,E]`` int64 (row 0 = source), ``edge_image [E,3]`` long,
         ``edge_vec [E,3]`` Å (computed in float64, then cast), ``y [1,T]`` (NaN = missing),
         ``sid`` (the structure id).
     """
@@ -32,7 +32,7 @@ def to_data(g: GraphArrays, dtype: torch.dtype = torch.float32) -> Data:
         frac=torch.tensor(g.frac, dtype=dtype),
         pos=torch.tensor(g.frac @ g.lattice, dtype=dtype),
         lattice=torch.tensor(g.lattice, dtype=dtype).unsqueeze(0),
-        edge_index=torch.tensor(g.edge_index.T),
+        edge_index=torch.tensor(g.edge_index.T, dtype=torch.long),
         edge_image=torch.tensor(g.edge_image),
         edge_vec=torch.tensor(vec, dtype=dtype),
         y=torch.tensor(np.asarray(g.targets, dtype=np.float64), dtype=dtype).reshape(1, -1),
