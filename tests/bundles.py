@@ -46,9 +46,8 @@ def make_bundle(
     ``val_mae``: validation MAE per target (default 1.0 each); ``model``: ModelConfig overrides.
     """
     torch.manual_seed(seed)
-    head = "scalar" if len(targets) == 1 else "mt-ls"
-    config = ModelConfig(hidden=16, blocks=1, rbf_bins=16, filter_rbf=8, head=head, targets=tuple(targets),
-                         **(model or {}))
+    overrides = {"head": "scalar" if len(targets) == 1 else "mt-ls", **(model or {})}
+    config = ModelConfig(hidden=16, blocks=1, rbf_bins=16, filter_rbf=8, targets=tuple(targets), **overrides)
     net = ReciNet(config).eval()
     net.set_scaler(torch.linspace(0.5, 1.5, len(targets)), torch.linspace(1.0, 2.0, len(targets)))
     maes = {t: 1.0 for t in targets} | (val_mae or {})

@@ -11,6 +11,7 @@ import typer
 from typer.core import TyperGroup
 
 from recinet_cli.cli import datasets as datasets_cmd
+from recinet_cli.cli import export as export_cmd
 from recinet_cli.cli import featurize as featurize_cmd
 from recinet_cli.cli import plugins as plugins_cmd
 from recinet_cli.cli import predict as predict_cmd
@@ -72,6 +73,7 @@ def _root(
 app.command("featurize")(featurize_cmd.featurize)
 app.command("train")(train_cmd.train)
 app.command("predict")(predict_cmd.predict)
+app.command("export")(export_cmd.export)
 app.command("datasets")(datasets_cmd.datasets)
 app.command("plugins")(plugins_cmd.plugins)
 app.add_typer(models_app, name="models")
