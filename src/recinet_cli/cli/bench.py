@@ -195,3 +195,96 @@ def model(
             f"top ops: {name}", [(o["op"], f"{o['self_ms']:,.1f} ms ({o['share']:.0%}, {o['calls']} calls)") for o in ops]
         )
     _write_json(json_out, r.as_dict())
+
+
+@bench_app.command("predict")
+def predict(
+    data: Path = typer.Option(_default("mp", "mp_36k.jsonl.gz"), "--data", help="MP jsonl.gz with a 'cif' field."),
+    n: int = typer.Option(1000, "--n", "-n", min=1, help="Structures timed end to end (the first N, as CIF files)."),
+    model: str | None = typer.Option(
+        None, "--model", help="Model name, group or bundle path (default: an untrained paper-size model)."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu, cuda or cuda:N."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Structures per forward pass."),
+    workers: int | None = typer.Option(
+        None, "--workers", "-j", min=0, help="Featurization processes (0 = in the main process) [as recinet predict]."
+    ),
+    warmup: int = typer.Option(16, "--warmup", min=0, help="Structures of the untimed warm-up run (reported as 'cold')."),
+    single: int = typer.Option(200, "--single", min=0, help="Structures timed at batch size 1 (0 = skip)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the figures to this JSON file."),
+) -> None:
+    """End-to-end predict throughput from CIF files: parse / featurize / model split, FLOP utilisation, ms/material."""
+    from recinet_cli.bench.model import UTILISATION_GOAL, format_rate
+    from recinet_cli.bench.predict import (
+        MS_PER_MATERIAL_GOAL,
+        PAPER_MS_PER_MATERIAL,
+        run_predict_bench,
+    )
+    from recinet_cli.errors import RecinetError
+
+    if not data.exists():
+        raise RecinetError(f"{data}: no such file (pass --data)")
+    r = run_predict_bench(
+        str(data), n, model=model, device=device, batch_size=batch_size, workers=workers, warmup=warmup,
+        single=single, log=print_plain,
+    )
+    e, c, f, b, s = r.end_to_end, r.warmup, r.featurize_only, r.batched, r.single
+    weights = "untrained paper-size ReciNet (throughput does not depend on the weights)" if r.untrained else r.model
+    cfg = r.model_config
+    where = f"{r.device}, {r.threads} torch threads, {r.workers} worker process(es)"
+    _print_figures(
+        f"recinet predict end to end: {e.inputs:,} MP CIF files, batch {r.batch_size}, {where}; "
+        f"model: {weights} (hidden {cfg['hidden']}, {cfg['blocks']} blocks, {cfg['kset']})",
+        [
+            ("throughput (structures/s, wall)", f"{e.structures_per_second:,.1f}"),
+            ("wall (s)", f"{e.wall_seconds:.2f}"),
+            ("ms/structure, wall", f"{e.ms_per_structure:.1f}"),
+            ("predicted / failed", f"{e.predicted:,} / {e.failed:,}"),
+            ("atoms / edges per structure", f"{e.atoms / max(1, e.structures):.1f} / {e.edges / max(1, e.structures):.0f}"),
+            ("parse, worker CPU (s; ms/structure)", f"{e.parse_seconds:.2f}; {e.per_structure_ms(e.parse_seconds):.2f}"),
+            ("featurize, worker CPU (s; ms/structure)",
+             f"{e.featurize_seconds:.2f}; {e.per_structure_ms(e.featurize_seconds):.2f}"),
+            ("model stage, main process (s; ms/structure)",
+             f"{e.model_seconds:.2f}; {e.per_structure_ms(e.model_seconds):.1f}"),
+            ("main process outside the model stage (s)", f"{e.outside_model_seconds:.2f}"),
+            (f"cold warm-up run, excluded ({c.inputs} structures, s)", f"{c.wall_seconds:.2f}"),
+        ],
+    )
+    feat_split = (
+        f"{f.parse_seconds:.2f} + {f.featurize_seconds:.2f}"
+        if f.parse_seconds is not None and f.featurize_seconds is not None else "n/a (pool)"
+    )
+    rows = [
+        (f"featurize only, {f.processes} process(es){' (in process)' if f.in_process else ''} (s)", f"{f.wall_seconds:.2f}"),
+        ("featurize only: parse + featurize (s)", feat_split),
+        ("featurize only (structures/s)", f"{f.structures_per_second:,.0f}"),
+        ("featurize-only wall / end-to-end wall", f"{r.featurize_share_of_wall:.1%}"),
+        (f"model only, batch {b.batch_size}: forward (s)", f"{b.forward_seconds:.2f}"),
+        (f"model only, batch {b.batch_size}: collate + k-vectors (s)", f"{b.collate_seconds:.2f} + {b.prepare_seconds:.2f}"),
+        (f"ms/material batched ({b.batch_size}), forward", f"{b.ms_per_material:.2f}"),
+        (f"ms/material batched ({b.batch_size}), with collate + k-vectors", f"{b.ms_per_material_with_inputs:.2f}"),
+    ]
+    if s is not None:
+        rows.append((f"ms/material at batch 1, forward ({s.structures} structures)", f"{s.ms_per_material:.2f}"))
+    rows.append(("paper, batched GPU (ms/material); paper / ours", f"{PAPER_MS_PER_MATERIAL}; {r.speedup_vs_paper:.2f}x"))
+    if r.ms_goal_applies:
+        rows.append((f"goal <= {MS_PER_MATERIAL_GOAL} ms/material batched", "met" if r.ms_goal_met else "NOT met"))
+    else:
+        rows.append((f"goal <= {MS_PER_MATERIAL_GOAL} ms/material batched", f"GPU only (this run: {r.device})"))
+    _print_figures(f"references measured in the same run ({e.inputs:,} structures)", rows)
+    m, k, nn = r.matmul_shape
+    shares = ", ".join(f"(m,{x['k']})@({x['k']},{x['n']}) {x['share']:.0%}" for x in r.matmul_shares[:3])
+    flop_rows = [
+        ("forward FLOPs per structure (counted over every batch)", f"{b.flops / max(1, b.structures) / 1e9:.2f} GFLOP"),
+        ("matmul FLOP shares by shape", shares),
+        (f"achieved, batch {b.batch_size} forward", format_rate(b.achieved_flops)),
+        (f"fp32 matmul ({m}x{k})@({k}x{nn}), median", format_rate(r.matmul_rate)),
+        (f"FLOP utilisation, batch {b.batch_size} forward (goal >= {UTILISATION_GOAL:.0%})",
+         f"{r.utilisation:.1%} ({'met' if r.goal_met else 'NOT met'})"),
+        ("FLOP utilisation, paired per batch (median)", f"{r.utilisation_paired:.1%}"),
+        ("FLOP utilisation, end-to-end model stage", f"{r.utilisation_model_stage:.1%}"),
+    ]
+    if r.utilisation_single is not None:
+        flop_rows.append(("FLOP utilisation, batch 1 forward", f"{r.utilisation_single:.1%}"))
+    _print_figures("FLOP utilisation (matrix-product FLOPs vs the fp32 matmul rate, same run)", flop_rows)
+    _write_json(json_out, r.as_dict())
