@@ -143,6 +143,8 @@ def _stored(item: StoredGraph) -> GraphRecord:
 def _init_worker(params: tuple[GraphParams, ...], options: ReadOptions, threads: bool = True) -> None:
     global _WORKER
     _WORKER = (params, options)
+    import pymatgen.io.cif  # noqa: F401 - import the parsers now, not inside the first file's timed parse
+    import pymatgen.io.vasp  # noqa: F401
     if threads:
         try:  # one thread per worker process; the pool is the parallelism
             import threadpoolctl
@@ -193,7 +195,9 @@ def _outcomes(items: Sequence[Item], workers: int, params: tuple[GraphParams, ..
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     chunksize = max(1, min(16, len(items) // (workers * 8)))
     with ctx.Pool(workers, initializer=_init_worker, initargs=(params, options)) as pool:
-        yield from pool.imap(_process, items, chunksize=chunksize)
+        results = pool.imap(_process, items, chunksize=chunksize)
+        import torch_geometric.data  # noqa: F401 - ~2 s of imports, done while the workers parse
+        yield from results
 
 
 # --------------------------------------------------------------------------- main side
