@@ -206,7 +206,8 @@ def test_bundle_holds_the_best_weights_and_reproduces_the_predictions(run_dir: P
     assert info["task"] == "folder:bandgap"
     assert info["metrics"] == {"best_epoch": results["best_epoch"], "val": results["val"], "test": results["test"]}
     assert info["train_config"] == load_json(run_dir / "config.json")
-    assert info["targets"] == [{"name": "bandgap", "unit": ""}]
+    assert info["targets"] == [{"name": "bandgap", "unit": "", "aliases": []}]
+    assert info["group"] is None
     assert info["dataset"]["sizes"] == SIZES
     # the bundle alone predicts what the run reported
     _, rows = read_csv(run_dir / "test_predictions.csv")
