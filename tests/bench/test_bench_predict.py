@@ -14,10 +14,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from recinet_cli.bench.predict import default_workers, write_untrained_bundle
+from recinet_cli.bench.predict import write_untrained_bundle
 from recinet_cli.bundle import load_bundle, read_bundle_info
 from recinet_cli.cli.app import app
 from recinet_cli.model.config import ModelConfig
+from recinet_cli.prediction.engine import default_workers
 from tests.conftest import shared_path
 
 

@@ -66,6 +66,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from recinet_cli.bench.featurize import write_cifs
 from recinet_cli.bench.model import UTILISATION_GOAL, MatmulProbe, _sync, _timed, count_flops
 from recinet_cli.errors import RecinetError
+from recinet_cli.prediction.engine import default_workers
 
 #: The paper's batched GPU inference time, and the issue's goal for it (ms per material).
 PAPER_MS_PER_MATERIAL = 8.2
@@ -81,7 +82,6 @@ __all__ = [
     "ModelOnly",
     "PipelineRun",
     "PredictBenchResult",
-    "default_workers",
     "run_predict_bench",
     "write_untrained_bundle",
 ]
@@ -430,12 +430,6 @@ def _split_cifs(jsonl_gz: str, n: int, warmup: int, workdir: str) -> tuple[str, 
     return timed, warm, len(every) - n
 
 
-def default_workers(items: int, batch_size: int) -> int:
-    """The worker count ``recinet predict`` uses when none is given: none for fewer than
-    ``batch_size`` inputs, else one per core but one (at least 1)."""
-    return 0 if items < batch_size else max(1, (os.cpu_count() or 1) - 1)
-
-
 # --------------------------------------------------------------------------- 1-2. pipeline
 
 
@@ -711,7 +705,7 @@ def run_predict_bench(
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         batch_size: structures per forward pass (pipeline and model-only runs).
         workers: featurization processes (``None``: as ``recinet predict`` decides, see
-            :func:`default_workers`; 0: in the main process).
+            :func:`recinet_cli.prediction.engine.default_workers`; 0: in the main process).
         warmup: structures of the untimed ("cold") warm-up run (the ones after the first ``n``).
         single: structures timed at batch size 1 (the first ``single``, rounded down to a
             multiple of ``batch_size`` when at least one batch; 0: skip).

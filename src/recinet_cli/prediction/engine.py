@@ -28,7 +28,7 @@ from recinet_cli.structures.crystal import Crystal
 from recinet_cli.structures.graph import GraphParams
 from recinet_cli.structures.readers import InputFile, ReadFailure, ReadOptions, one_line, read_file
 
-__all__ = ["Item", "PredictResult", "Progress", "StoredGraph", "Timings", "pick_device", "run_plan"]
+__all__ = ["default_workers", "Item", "PredictResult", "Progress", "StoredGraph", "Timings", "pick_device", "run_plan"]
 
 
 
@@ -201,6 +201,12 @@ def _outcomes(items: Sequence[Item], workers: int, params: tuple[GraphParams, ..
 
 
 # --------------------------------------------------------------------------- main side
+
+
+def default_workers(items: int, batch_size: int) -> int:
+    """Featurization processes when none are asked for: none for fewer than ``batch_size``
+    items (starting a pool costs more), else one per core but one (at least 1)."""
+    return 0 if items < batch_size else max(1, (os.cpu_count() or 1) - 1)
 
 
 def pick_device(device: str) -> Any:
@@ -428,7 +434,7 @@ def run_plan(
     runner.resume(done)
     todo = items[len(done):]
     if workers is None:
-        workers = 0 if len(todo) < batch_size else max(1, (os.cpu_count() or 1) - 1)
+        workers = default_workers(len(todo), batch_size)
     if progress:
         progress.start(len(todo), len(done))
     try:
