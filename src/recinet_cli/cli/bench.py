@@ -207,7 +207,7 @@ def predict(
     device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Structures per forward pass."),
     workers: int | None = typer.Option(
-        None, "--workers", "-j", min=0, help="Featurization processes (0 = in the main process) [as recinet predict]."
+        None, "--workers", "-j", min=0, help="Featurization processes (0 = in the main process) \\[as recinet predict]."
     ),
     warmup: int = typer.Option(16, "--warmup", min=0, help="Structures of the untimed warm-up run (reported as 'cold')."),
     single: int = typer.Option(200, "--single", min=0, help="Structures timed at batch size 1 (0 = skip)."),
@@ -291,3 +291,17 @@ def predict(
         flop_rows.append(("FLOP utilisation, batch 1 forward", f"{r.utilisation_single:.1%}"))
     _print_figures("FLOP utilisation (matrix-product FLOPs vs the fp32 matmul rate, same run)", flop_rows)
     _write_json(json_out, r.as_dict())
+
+
+# Commands whose code lives in their own modules (kept small; registered here, in menu order).
+from recinet_cli.cli.bench_accuracy import ablation, accuracy  # noqa: E402
+from recinet_cli.cli.bench_analysis import curves, moe  # noqa: E402
+from recinet_cli.cli.bench_scaling import scaling  # noqa: E402
+from recinet_cli.cli.bench_speed import speed  # noqa: E402
+
+bench_app.command("speed")(speed)
+bench_app.command("scaling")(scaling)
+bench_app.command("accuracy")(accuracy)
+bench_app.command("ablation")(ablation)
+bench_app.command("moe")(moe)
+bench_app.command("curves")(curves)

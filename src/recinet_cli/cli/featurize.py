@@ -31,7 +31,7 @@ def featurize(
     output: Path = typer.Option(..., "-o", "--output", help="HDF5 file to write (appended to / resumed if it exists)."),
     workers: int = typer.Option(0, "--workers", "-j", help="Worker processes (0 = all cores)."),
     labels: Path | None = typer.Option(
-        None, "--labels", help="CSV of targets: headerless 'id,value[,value]' or a header with units, e.g. 'bandgap (eV)'; an optional 'split' column (train/val/test, empty = none) is stored as the file's split."
+        None, "--labels", help="CSV of targets: headerless 'id,value\\[,value]' or a header with units, e.g. 'bandgap (eV)'; an optional 'split' column (train/val/test, empty = none) is stored as the file's split."
     ),
     id_from: IdFrom = typer.Option(IdFrom.stem, "--id-from", help="Structure id: file stem, file name, parent directory or relative path."),
     suffix_duplicates: bool = typer.Option(False, "--suffix-duplicates", help="Make duplicate ids unique (-2, -3...) instead of failing."),

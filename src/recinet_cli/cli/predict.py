@@ -27,18 +27,18 @@ def predict(
         show_default=False,
     ),
     props: str | None = typer.Option(
-        None, "--props", "-p", help="Comma-separated properties (names or aliases; DATASET:PROP to pick the dataset) [everything the --model models predict]."
+        None, "--props", "-p", help="Comma-separated properties (names or aliases; DATASET:PROP to pick the dataset) \\[everything the --model models predict]."
     ),
     model: list[str] | None = typer.Option(
         None, "--model", "-m", help="Model store name, ensemble group or bundle path; repeatable (several models for a property are averaged, with a std column)."
     ),
     output: Path | None = typer.Option(
-        None, "-o", "--output", help="Write a .csv or .json file [a table on a terminal, CSV when piped]."
+        None, "-o", "--output", help="Write a .csv or .json file \\[a table on a terminal, CSV when piped]."
     ),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Structures per forward pass."),
     workers: int | None = typer.Option(
-        None, "--workers", "-j", min=0, help="Featurization processes, overlapping inference (0 = in this process) [cores - 1]."
+        None, "--workers", "-j", min=0, help="Featurization processes, overlapping inference (0 = in this process) \\[cores - 1]."
     ),
     id_from: IdFrom = typer.Option(IdFrom.stem, "--id-from", help="Structure id: file stem, file name, parent directory or relative path."),
     suffix_duplicates: bool = typer.Option(False, "--suffix-duplicates", help="Make duplicate ids unique (-2, -3...) instead of failing."),
