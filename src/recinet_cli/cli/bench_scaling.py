@@ -111,7 +111,7 @@ def _print_tables(r: ScalingResult) -> None:
     )
     for ks in dict.fromkeys(p.kset for p in r.points):
         table = Table(title=f"{ks} k-set: time per call (ms) and peak memory (MiB)")
-        table.add_column("atoms", no_wrap=True)
+        table.add_column("atoms")
         table.add_column("E / K", justify="right")
         table.add_column("part", no_wrap=True, min_width=10)
         for mode in modes:
@@ -119,7 +119,7 @@ def _print_tables(r: ScalingResult) -> None:
         for mode in modes:
             table.add_column(f"{label[mode]} MiB", justify="right")
         for p in (p for p in r.points if p.kset == ks):
-            cell = f"{p.atoms:,} ({'x'.join(map(str, p.supercell))})"
+            cell = f"{p.atoms:,}\n({'x'.join(map(str, p.supercell))})"
             sizes = f"{p.edges:,} / {p.kvectors:,}"
             if p.error is not None:
                 table.add_row(cell, sizes, p.error, *[""] * (2 * len(modes)), end_section=True)
@@ -136,7 +136,7 @@ def _print_tables(r: ScalingResult) -> None:
     fits = Table(title=f"fitted exponent b of value = a·N^b over sizes >= {s['fit_min_atoms']} atoms")
     fits.add_column("k-set")
     fits.add_column("part", no_wrap=True, min_width=10)
-    fits.add_column("sizes")
+    fits.add_column("sizes", no_wrap=True)
     for quantity in ("time", "memory"):
         for mode in modes:
             fits.add_column(f"{quantity} {label[mode]}", justify="right")
