@@ -133,9 +133,11 @@ def test_peak_memory_sees_an_allocation() -> None:
     from recinet_cli.bench.speed import PeakMemory
 
     with PeakMemory(torch.device("cpu")) as mem:
-        block = np.ones(16 * 2**20 // 8)  # 16 MiB, touched
+        # 128 MiB, touched: above glibc's largest mmap threshold (32 MiB), so it is fresh
+        # memory, not pages of an earlier free() that are still resident
+        block = np.ones(128 * 2**20 // 8)
         del block
-    assert mem.result is not None and mem.result.delta_bytes >= 12 * 2**20
+    assert mem.result is not None and mem.result.delta_bytes >= 100 * 2**20
 
 
 def test_paper_constant_and_defaults() -> None:
