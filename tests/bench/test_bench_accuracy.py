@@ -23,7 +23,7 @@ from typer.testing import Result
 import recinet_cli.train.engine as engine
 from recinet_cli.bench.ablation import parse_variant
 from recinet_cli.bench.accuracy import convert, mean_std
-from recinet_cli.bench.runs import bench_config, config_differences, safe_name
+from recinet_cli.bench.runs import RunSettings, bench_config, config_differences, safe_name
 from recinet_cli.errors import RecinetError
 from tests.train.helpers import error_message, invoke, isolated_env, session_cache
 
@@ -105,7 +105,7 @@ def test_parse_variant() -> None:
 def test_bench_config_defaults_are_the_paper_preset(tmp_path: Path) -> None:
     cfg = bench_config(TASK, out=tmp_path / "r", fold=2)
     assert (cfg.blocks, cfg.epochs, cfg.lr, cfg.fold, cfg.register, dict(cfg.model)) == (3, 500, 1e-3, 2, False, {})
-    other = bench_config(TASK, out=tmp_path / "elsewhere", fold=2, epochs=5, device="cpu")
+    other = bench_config(TASK, RunSettings(epochs=5, device="cpu"), out=tmp_path / "elsewhere", fold=2)
     assert config_differences(other.to_dict(), cfg) == ["epochs: 5 in the run, 500 requested"]
     assert safe_name("matbench:jdft2d") == "matbench-jdft2d" and safe_name("no-reciprocal+blocks=3") == "no-reciprocal_blocks-3"
 

@@ -21,7 +21,7 @@ from recinet_cli.inference import collate, featurize_crystals, model_inputs
 from recinet_cli.prediction import PredictError
 from recinet_cli.structures.graph import GraphParams
 from recinet_cli.structures.readers import read_structures
-from tests.bundles import make_bundle, store_bundle
+from tests.bundles import store_bundle
 from tests.conftest import cod_cif, edited_nacl
 from tests.train.helpers import (
     POSCARS,
@@ -330,7 +330,6 @@ def test_python_api_and_cli_agree(mt_model: Path, tmp_path: Path) -> None:
     assert [r["id"] for r in api] == [r["id"] for r in cli] and len(cli) == 10
     for a, c in zip(api, cli):
         assert f"{a['bandgap_opt']:.8g}" == c["bandgap_opt (eV)"]
-    assert make_bundle  # the shared factory is what both paths load
 
 
 # ----------------------------------------------------------------------------- resume

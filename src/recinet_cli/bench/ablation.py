@@ -19,12 +19,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from recinet_cli.bench.accuracy import convert
-from recinet_cli.bench.runs import EXECUTION_KEYS, RunRecord, bench_config, ensure_run, safe_name
+from recinet_cli.bench.runs import (
+    EXECUTION_KEYS,
+    RunRecord,
+    RunSettings,
+    bench_config,
+    ensure_run,
+    safe_name,
+)
 from recinet_cli.errors import RecinetError
 from recinet_cli.train.config import MODEL_KEYS
 
@@ -199,19 +206,13 @@ def run_ablation(
     variants: Sequence[str] = DEFAULT_VARIANTS,
     fold: int | None = None,
     out: Path | None = None,
-    epochs: int | None = None,
-    seed: int | None = None,
-    device: str | None = None,
-    gpus: int | None = None,
-    data: str | None = None,
-    batch_size: int | None = None,
-    blocks: int | None = None,
-    model: Mapping[str, Any] | None = None,
+    settings: RunSettings = RunSettings(),
     log: Callable[[str], None] | None = None,
     progress: str = "auto",
 ) -> AblationReport:
     """Train or reuse one run per variant (``full`` first, added when missing) on the same
-    split and seed; ``blocks``/``model`` are base overrides applied before each variant's."""
+    split and seed; ``settings.blocks``/``settings.model`` are base overrides applied before
+    each variant's."""
     from recinet_cli.train.tasks import parse_task
 
     parsed = parse_task(task)
@@ -236,13 +237,10 @@ def run_ablation(
     seen: dict[str, tuple[str, RunRecord]] = {}
     cfg0 = None
     for i, v in enumerate(parsed_variants):
-        merged_model = {**(model or {}), **v.model}
-        cfg = bench_config(parsed.label, out=base / safe_name(v.name), fold=fold, epochs=epochs, seed=seed,
-                           device=device, gpus=gpus, data=data, batch_size=batch_size,
-                           blocks=v.blocks if v.blocks is not None else blocks, model=merged_model)
+        variant = replace(settings, model={**settings.model, **v.model},
+                          blocks=v.blocks if v.blocks is not None else settings.blocks)
+        cfg = bench_config(parsed.label, variant, out=base / safe_name(v.name), fold=fold)
         if v.lr is not None:
-            from dataclasses import replace
-
             cfg = replace(cfg, lr=v.lr)
         cfg0 = cfg0 or cfg
         key = json.dumps({k: val for k, val in cfg.to_dict().items() if k not in EXECUTION_KEYS}, sort_keys=True)

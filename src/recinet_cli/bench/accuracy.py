@@ -23,7 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recinet_cli.bench.runs import RunRecord, bench_config, ensure_run, read_predictions, safe_name
+from recinet_cli.bench.runs import (
+    RunRecord,
+    RunSettings,
+    bench_config,
+    ensure_run,
+    read_predictions,
+    safe_name,
+)
 from recinet_cli.errors import RecinetError
 
 __all__ = [
@@ -254,14 +261,7 @@ def run_accuracy(
     *,
     folds: Sequence[int] | None = None,
     out: Path | None = None,
-    epochs: int | None = None,
-    seed: int | None = None,
-    device: str | None = None,
-    gpus: int | None = None,
-    data: str | None = None,
-    batch_size: int | None = None,
-    blocks: int | None = None,
-    model: Mapping[str, Any] | None = None,
+    settings: RunSettings = RunSettings(),
     reference_dir: Path | None = REFERENCE_DIR,
     log: Log | None = None,
     progress: str = "auto",
@@ -286,8 +286,7 @@ def run_accuracy(
     cfg = None
     for i, fold in enumerate(fold_list):
         run_dir = base / (f"fold-{fold}" if fold is not None else "official")
-        cfg = bench_config(parsed.label, out=run_dir, fold=fold, epochs=epochs, seed=seed, device=device, gpus=gpus,
-                           data=data, batch_size=batch_size, blocks=blocks, model=model)
+        cfg = bench_config(parsed.label, settings, out=run_dir, fold=fold)
         label = f"{parsed.label} {'fold ' + str(fold) if fold is not None else 'official split'} [{i + 1}/{len(fold_list)}]"
         scores.append(_fold_score(fold, ensure_run(cfg, label, log=log, progress=progress)))
     assert cfg is not None

@@ -35,6 +35,7 @@ from recinet_cli.train.config import TrainConfig, resolve
 __all__ = [
     "EXECUTION_KEYS",
     "RunRecord",
+    "RunSettings",
     "bench_config",
     "config_differences",
     "ensure_run",
@@ -62,32 +63,36 @@ def safe_name(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in out)
 
 
-def bench_config(
-    task: str,
-    *,
-    out: Path,
-    fold: int | None = None,
-    epochs: int | None = None,
-    seed: int | None = None,
-    device: str | None = None,
-    gpus: int | None = None,
-    data: str | None = None,
-    batch_size: int | None = None,
-    blocks: int | None = None,
-    model: Mapping[str, Any] | None = None,
-) -> TrainConfig:
-    """The :class:`TrainConfig` of one bench run: the dataset's paper preset, then the given
-    overrides (``None`` = preset/default), ``out`` as run directory and never registered."""
+@dataclass(frozen=True)
+class RunSettings:
+    """Overrides shared by every run of a bench command (``None`` = the task's paper preset
+    or the training default); ``model``: extra :class:`ModelConfig` keys."""
+
+    epochs: int | None = None
+    seed: int | None = None
+    device: str | None = None
+    gpus: int | None = None
+    data: str | None = None
+    batch_size: int | None = None
+    blocks: int | None = None
+    model: Mapping[str, Any] = field(default_factory=dict)
+
+
+def bench_config(task: str, settings: RunSettings = RunSettings(), *, out: Path,
+                 fold: int | None = None) -> TrainConfig:
+    """The :class:`TrainConfig` of one bench run: the dataset's paper preset, then
+    ``settings``, ``out`` as run directory and never registered."""
     from recinet_cli.train.tasks import parse_task
 
     parsed = parse_task(task)
     preset = parsed.dataset.preset(list(parsed.names))
+    s = settings
     flags: dict[str, Any] = {
-        "fold": fold, "epochs": epochs, "seed": seed, "device": device, "gpus": gpus, "data": data,
-        "batch_size": batch_size, "blocks": blocks, "out": str(out), "register": False,
+        "fold": fold, "epochs": s.epochs, "seed": s.seed, "device": s.device, "gpus": s.gpus, "data": s.data,
+        "batch_size": s.batch_size, "blocks": s.blocks, "out": str(out), "register": False,
     }
-    if model:
-        flags["model"] = dict(model)
+    if s.model:
+        flags["model"] = dict(s.model)
     return resolve(task, preset, {}, flags)
 
 

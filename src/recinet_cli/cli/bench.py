@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
 
 import typer
 
-from recinet_cli.cli.common import console, print_plain
+from recinet_cli.cli.common import console, print_plain, write_json
 
 bench_app = typer.Typer(help="Benchmarks: graph construction, featurize throughput.", no_args_is_help=True)
 
@@ -30,12 +29,6 @@ def _print_figures(title: str, rows: list[tuple[str, str]]) -> None:
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
-
-
-def _write_json(path: Path | None, payload: dict[str, object]) -> None:
-    if path is not None:
-        path.write_text(json.dumps(payload, indent=2, default=float))
-        print_plain(f"wrote {path}")
 
 
 @bench_app.command("graphs")
@@ -68,7 +61,7 @@ def graphs(
             ("max edge-length difference (Å)", f"{r.max_distance_error:.2e}"),
         ],
     )
-    _write_json(json_out, r.as_dict())
+    write_json(json_out, r.as_dict())
 
 
 @bench_app.command("featurize")
@@ -98,7 +91,7 @@ def featurize(
             *((f"peak RSS, {k:,} structures (MiB)", f"{mb:,.0f}") for k, mb in sorted(r.peak_rss_mb.items())),
         ],
     )
-    _write_json(json_out, r.as_dict())
+    write_json(json_out, r.as_dict())
 
 
 def _sizes(text: str) -> list[int]:
@@ -194,7 +187,7 @@ def model(
         _print_figures(
             f"top ops: {name}", [(o["op"], f"{o['self_ms']:,.1f} ms ({o['share']:.0%}, {o['calls']} calls)") for o in ops]
         )
-    _write_json(json_out, r.as_dict())
+    write_json(json_out, r.as_dict())
 
 
 @bench_app.command("predict")
@@ -290,7 +283,7 @@ def predict(
     if r.utilisation_single is not None:
         flop_rows.append(("FLOP utilisation, batch 1 forward", f"{r.utilisation_single:.1%}"))
     _print_figures("FLOP utilisation (matrix-product FLOPs vs the fp32 matmul rate, same run)", flop_rows)
-    _write_json(json_out, r.as_dict())
+    write_json(json_out, r.as_dict())
 
 
 # Commands whose code lives in their own modules (kept small; registered here, in menu order).

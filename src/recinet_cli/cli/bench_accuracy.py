@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 
-from recinet_cli.cli.common import console, console_err, print_plain
+from recinet_cli.cli.common import console, console_err, print_plain, write_json
 from recinet_cli.errors import RecinetError
 
 
@@ -46,6 +46,15 @@ def _model_options(items: list[str], hidden: int | None) -> dict[str, Any]:
     return model
 
 
+def _settings(epochs: int | None, seed: int | None, device: str | None, gpus: int | None, data: Path | None,
+              batch_size: int | None, blocks: int | None, model: dict[str, Any]) -> Any:
+    """The :class:`~recinet_cli.bench.runs.RunSettings` of the command's options."""
+    from recinet_cli.bench.runs import RunSettings
+
+    return RunSettings(epochs=epochs, seed=seed, device=device, gpus=gpus, data=str(data) if data else None,
+                       batch_size=batch_size, blocks=blocks, model=model)
+
+
 def _num(value: float | None, digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
@@ -54,13 +63,6 @@ def _num(value: float | None, digits: int = 4) -> str:
 
 def _pm(mean: float | None, std: float | None) -> str:
     return _num(mean) if std is None else f"{_num(mean)} ± {_num(std, 3)}"
-
-
-def _write_json(path: Path | None, payload: dict[str, Any]) -> None:
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-        print_plain(f"wrote {path}")
 
 
 def _announce(runs: int, epochs: int | None, paper_epochs: int, what: str) -> None:
@@ -106,12 +108,11 @@ def accuracy(
     n_runs = len(fold_list) if fold_list is not None else (int(getattr(parsed.dataset, "folds", 0) or 0) or 1)
     _announce(n_runs, epochs, preset_epochs, "run(s)")
     r = run_accuracy(
-        task, folds=fold_list, out=out, epochs=epochs, seed=seed, device=device, gpus=gpus,
-        data=str(data) if data else None, batch_size=batch_size, blocks=blocks,
-        model=_model_options(model_option, hidden) or None, log=_log,
+        task, folds=fold_list, out=out, log=_log,
+        settings=_settings(epochs, seed, device, gpus, data, batch_size, blocks, _model_options(model_option, hidden)),
     )
     _print_accuracy(r)
-    _write_json(json_out, r.as_dict())
+    write_json(json_out, r.as_dict())
 
 
 def _print_accuracy(r: Any) -> None:
@@ -192,12 +193,11 @@ def ablation(
     preset_epochs = int(parsed.dataset.preset(list(parsed.names)).get("epochs", PAPER_EPOCHS))
     _announce(len(names) + (0 if "full" in names else 1), epochs, preset_epochs, "variant run(s)")
     r = run_ablation(
-        task, variants=names, fold=fold, out=out, epochs=epochs, seed=seed, device=device, gpus=gpus,
-        data=str(data) if data else None, batch_size=batch_size, blocks=blocks,
-        model=_model_options(model_option, hidden) or None, log=_log,
+        task, variants=names, fold=fold, out=out, log=_log,
+        settings=_settings(epochs, seed, device, gpus, data, batch_size, blocks, _model_options(model_option, hidden)),
     )
     _print_ablation(r)
-    _write_json(json_out, r.as_dict())
+    write_json(json_out, r.as_dict())
 
 
 def _print_ablation(r: Any) -> None:

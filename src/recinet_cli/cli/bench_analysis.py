@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from recinet_cli.cli.common import console, print_failure, print_plain
+from recinet_cli.cli.common import console, print_failure, print_plain, write_json
 
 if TYPE_CHECKING:
     from recinet_cli.bench.curves import CurvesSummary
@@ -19,15 +19,6 @@ if TYPE_CHECKING:
 
 #: Read failures listed one per line before the rest are only counted.
 _MAX_LISTED_FAILURES = 10
-
-
-def _write_json(path: Path | None, payload: dict[str, object]) -> None:
-    import json
-
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(payload, indent=2, default=float, allow_nan=False) + "\n")
-        print_plain(f"wrote {path}")
 
 
 def _check_plot(plot: Path | None) -> None:
@@ -65,7 +56,7 @@ def moe(
     if len(a.failures) > _MAX_LISTED_FAILURES:
         print_failure(f"{len(a.failures) - _MAX_LISTED_FAILURES} more structures", "skipped")
     _moe_tables(a)
-    _write_json(json_out, a.as_dict())
+    write_json(json_out, a.as_dict())
     if plot is not None:
         print_plain(f"wrote {plot_moe(a, plot)}")
 
@@ -113,7 +104,7 @@ def curves(
     _check_plot(plot)
     s = load_curves(run)
     _curves_tables(s)
-    _write_json(json_out, s.as_dict())
+    write_json(json_out, s.as_dict())
     if plot is not None:
         print_plain(f"wrote {plot_curves(s, plot)}")
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -34,3 +36,18 @@ def print_failure(where: str, reason: str) -> None:
 def print_plain(text: str) -> None:
     """A line on stdout with no markup interpretation."""
     console.print(text, highlight=False, soft_wrap=True, markup=False)
+
+
+def write_json(path: Path | None, payload: dict[str, Any]) -> None:
+    """Write a bench result as indented JSON (numpy scalars as numbers, paths as strings) and
+    say where; nothing when ``path`` is ``None``."""
+    import json
+    import numbers
+
+    def default(value: Any) -> Any:
+        return float(value) if isinstance(value, numbers.Real) else str(value)
+
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(payload, indent=2, default=default) + "\n")
+        print_plain(f"wrote {path}")

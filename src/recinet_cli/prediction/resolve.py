@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,7 @@ class ModelRef:
         ds = self.info.get("dataset")
         return str(ds.get("name", "")) if isinstance(ds, dict) else ""
 
-    @property
+    @cached_property
     def targets(self) -> list[Target]:
         val = (self.info.get("metrics") or {}).get("val") or {}
         out = []
