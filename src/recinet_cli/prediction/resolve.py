@@ -187,7 +187,7 @@ def _mae(members: list[tuple[ModelRef, int]]) -> float:
     return sum(m.targets[i].val_mae for m, i in members) / len(members)
 
 
-def _column(prop: str, label: str, members: list[tuple[ModelRef, int]]) -> Column:
+def _column(label: str, members: list[tuple[ModelRef, int]]) -> Column:
     model, index = members[0]
     target = model.targets[index]
     return Column(target.name, target.unit, tuple(members), label)
@@ -293,7 +293,7 @@ def plan_columns(props: Sequence[str], model_specs: Sequence[str] = ()) -> Plan:
     columns: list[Column] = []
     for p in props:
         label, members = chosen[p]
-        col = _column(p, label, members)
+        col = _column(label, members)
         if any(c.name == col.name for c in columns):
             continue  # two aliases of one property
         units = {m.targets[i].unit for m, i in members}
