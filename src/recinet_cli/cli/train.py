@@ -84,7 +84,7 @@ def train(
     seed: int | None = typer.Option(None, "--seed", help="Random seed \\[123]."),
     deterministic: bool | None = typer.Option(None, "--deterministic/--no-deterministic", help="Deterministic algorithms (slower on GPU)."),
     clip_grad: float | None = typer.Option(None, "--clip-grad", help="Clip the gradient norm to this value \\[off]."),
-    precision: str | None = typer.Option(None, "--precision", help="fp32 or bf16 (autocast) \\[fp32]."),
+    precision: str | None = typer.Option(None, "--precision", help="auto (bf16 autocast on CPUs with AMX/AVX512-BF16 and bf16 GPUs, else fp32), fp32 or bf16 \\[auto]."),
     patience: int | None = typer.Option(None, "--patience", help="Stop after N epochs without a better validation MAE \\[off]."),
     val_fraction: float | None = typer.Option(None, "--val-fraction", help="Random validation fraction for datasets without an official split \\[0.1]."),
     test_fraction: float | None = typer.Option(None, "--test-fraction", help="Random test fraction for datasets without an official split \\[0.1]."),

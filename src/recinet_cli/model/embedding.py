@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from recinet_cli.errors import RecinetError
+from recinet_cli.model.linear import BucketedLinear
 
 #: Number of elements in the CGCNN table (Z = 1..100).
 N_ELEMENTS = 100
@@ -45,7 +46,7 @@ class AtomEmbedding(nn.Module):
         super().__init__()
         self.hidden = hidden
         self.register_buffer("table", cgcnn_table(), persistent=False)
-        self.linear = nn.Linear(CGCNN_DIM, hidden)
+        self.linear = BucketedLinear(CGCNN_DIM, hidden)
 
     def forward(self, atomic_numbers: Tensor) -> Tensor:
         return self.linear(self.table[atomic_numbers])
@@ -85,7 +86,7 @@ class EdgeEmbedding(nn.Module):
         super().__init__()
         self.scale = float(scale)
         self.rbf = RBFExpansion(vmin, vmax, bins)
-        self.linear = nn.Linear(bins, hidden)
+        self.linear = BucketedLinear(bins, hidden)
         self.act = nn.Softplus()
 
     def forward(self, edge_len: Tensor) -> Tensor:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from recinet_cli.errors import RecinetError
 from recinet_cli.model.backbone import ReciNetBackbone
 from recinet_cli.model.config import ModelConfig
+from recinet_cli.model.edges import merge_duplicate_edges
 from recinet_cli.model.embedding import check_elements
 from recinet_cli.model.kvectors import reciprocal_inputs
 
@@ -38,12 +39,16 @@ def build_head(config: ModelConfig) -> nn.Module:
     return plugin.build(config.hidden, config.targets, options)
 
 
-def prepare_inputs(batch: Any, config: ModelConfig) -> dict[str, Tensor]:
+def prepare_inputs(batch: Any, config: ModelConfig, merge_edges: bool = False) -> dict[str, Tensor]:
     """Tensors for :meth:`ReciNet.forward` from a PyG batch of the graph store.
 
     ``batch`` has ``atomic_numbers``, ``edge_index``, ``edge_vec``, ``frac``, ``lattice``
     ``[B, 3, 3]`` and ``batch`` (as :class:`~recinet_cli.store.dataset.H5GraphDataset` gives).
     k-vectors and (atom, k) pairs are computed here, vectorised over the batch.
+
+    ``merge_edges``: merge duplicate edges (:func:`~recinet_cli.model.edges.merge_duplicate_edges`)
+    and add their multiplicity as ``edge_weight`` (same predictions, ~2.5x less per-edge
+    work). Off, the result holds exactly the :data:`INPUT_NAMES` tensors of an exported model.
     """
     check_elements(batch.atomic_numbers)
     node_graph = batch.batch if getattr(batch, "batch", None) is not None else torch.zeros(
@@ -61,6 +66,9 @@ def prepare_inputs(batch: Any, config: ModelConfig) -> dict[str, Tensor]:
         "inv_natoms": (1.0 / counts).to(dtype),
         "frac": batch.frac,
     }
+    if merge_edges:
+        merged, length, weight = merge_duplicate_edges(batch.edge_index, inputs["edge_len"], int(node_graph.shape[0]))
+        inputs.update(edge_index=merged, edge_len=length, edge_weight=weight)
     if config.reciprocal:
         rec = reciprocal_inputs(lattice, node_graph, config.kset, config.gmax, config.box)
         inputs.update(rec._asdict())
@@ -126,12 +134,15 @@ class ReciNet(nn.Module):
         pair_atom: Tensor,
         pair_k: Tensor,
         standardized: bool = False,
+        edge_weight: Optional[Tensor] = None,  # noqa: UP045 (TorchScript)
     ) -> Tensor:
         """``[B, T]`` predictions in physical units (``standardized=True``: the head output in
-        standardised units, what the training loss compares)."""
+        standardised units, what the training loss compares). ``edge_weight [E]``: multiplicity
+        of each edge after :func:`~recinet_cli.model.edges.merge_duplicate_edges` (None: every
+        edge counts once)."""
         x = self.backbone(
             atomic_numbers, edge_index, edge_len, node_graph, inv_natoms, frac,
-            k_int, k_norm, k_slot, pair_atom, pair_k,
+            k_int, k_norm, k_slot, pair_atom, pair_k, edge_weight,
         )
         y = self.head(x)
         return y if standardized else y * self.target_std + self.target_mean
@@ -144,7 +155,7 @@ class ReciNet(nn.Module):
     @torch.jit.ignore
     def predict(self, batch: Any) -> Tensor:
         """Physical-unit predictions ``[B, T]`` for a PyG batch (eager convenience)."""
-        return self(**prepare_inputs(batch, self.config))
+        return self(**prepare_inputs(batch, self.config, merge_edges=True))
 
     @torch.jit.ignore
     def aux_loss(self) -> Tensor:

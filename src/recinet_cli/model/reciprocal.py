@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from recinet_cli.model.embedding import RBFExpansion
+from recinet_cli.model.linear import BucketedLinear
 
 
 class SphereFilter(nn.Module):
@@ -20,7 +21,7 @@ class SphereFilter(nn.Module):
         super().__init__()
         self.gmax = float(gmax)
         self.rbf = RBFExpansion(0.0, gmax, max(bins, 2))
-        self.mlp = nn.Sequential(nn.Linear(max(bins, 2), hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.mlp = nn.Sequential(BucketedLinear(max(bins, 2), hidden), nn.SiLU(), BucketedLinear(hidden, hidden))
 
     def forward(self, k_norm: Tensor, k_slot: Tensor) -> Tensor:
         env = 0.5 * (torch.cos(math.pi * (k_norm / self.gmax).clamp(max=1.0)) + 1.0)  # [K]
@@ -80,7 +81,7 @@ class ReciprocalUpdate(nn.Module):
         self.hidden = hidden
         self.kset = kset
         self.filter: nn.Module = BoxFilter(hidden, n_box) if kset == "box" else SphereFilter(hidden, gmax, filter_rbf)
-        self.mix = nn.Linear(hidden, hidden, bias=False)  # W_mix (d x d)
+        self.mix = BucketedLinear(hidden, hidden, bias=False)  # W_mix (d x d)
 
     def forward(
         self,

@@ -12,11 +12,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from recinet_cli.errors import RecinetError
-
-Precision = Literal["fp32", "bf16"]
+from recinet_cli.model.precision import PRECISIONS, Precision
 
 #: Model settings a config may override besides ``blocks`` (ModelConfig field names).
 MODEL_KEYS = ("hidden", "rbf_bins", "reciprocal", "kset", "gmax", "box", "filter_rbf", "head", "head_options")
@@ -39,7 +38,9 @@ class TrainConfig:
             without an official split.
         deterministic: ``torch.use_deterministic_algorithms(True)`` (slower on GPU).
         clip_grad: max gradient norm (``None``: no clipping, the paper's setting).
-        precision: ``fp32`` or ``bf16`` autocast.
+        precision: ``auto`` (bf16 autocast where the hardware has fast bf16, else fp32; see
+            :mod:`recinet_cli.model.precision`), ``fp32`` or ``bf16``. A run's ``config.json``
+            records the precision it used (``auto`` resolved).
         patience: stop after this many epochs without a better validation MAE (``None``: never).
         val_fraction, test_fraction: random split for datasets without an official one.
         device: ``auto`` | ``cpu`` | ``cuda``; gpus: processes on GPUs; nprocs: CPU processes
@@ -64,7 +65,7 @@ class TrainConfig:
     seed: int = 123
     deterministic: bool = False
     clip_grad: float | None = None
-    precision: Precision = "fp32"
+    precision: Precision = "auto"
     patience: int | None = None
     val_fraction: float = 0.1
     test_fraction: float = 0.1
@@ -90,8 +91,8 @@ class TrainConfig:
             raise bad("lr", f"must be > 0, got {self.lr}")
         if self.weight_decay < 0:
             raise bad("weight_decay", f"must be >= 0, got {self.weight_decay}")
-        if self.precision not in ("fp32", "bf16"):
-            raise bad("precision", f"must be fp32 or bf16, got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise bad("precision", f"must be auto, fp32 or bf16, got {self.precision!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise bad("device", f"must be auto, cpu or cuda, got {self.device!r}")
         if self.gpus < 0 or self.num_workers < 0:

@@ -24,7 +24,7 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from recinet_cli.errors import RecinetError
+from recinet_cli.model.precision import describe, resolve_precision
 from recinet_cli.train.checkpoint import (
     atomic_write_text,
     capture_rng,
@@ -76,6 +77,13 @@ class TrainResult:
 
 
 # --------------------------------------------------------------------------- set-up
+
+
+def run_device(cfg: TrainConfig) -> str:
+    """``cuda`` or ``cpu``: the device type the ranks of ``cfg`` compute on."""
+    if cfg.gpus or cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        return "cuda"
+    return "cpu"
 
 
 def default_head(n_targets: int) -> str:
@@ -126,10 +134,9 @@ def check_sizes(data: PreparedData, cfg: TrainConfig, world: int) -> None:
 
 def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """Adam; weight decay on weight matrices only (biases and norm parameters exempt)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    other = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": other, "weight_decay": 0.0}]
-    return torch.optim.Adam(groups, lr=cfg.lr)
+    from recinet_cli.train.step import make_optimizer
+
+    return make_optimizer(model, cfg.lr, cfg.weight_decay)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -142,18 +149,23 @@ class ErrorSums:
         self.values = torch.zeros(3, n_targets, dtype=torch.float64)
         self.loss = torch.zeros(2, dtype=torch.float64)  # loss sum, batches
 
-    def add(self, pred: torch.Tensor, target: torch.Tensor, loss: float) -> None:
-        """``pred, target [B, T]`` physical units; NaN targets are skipped."""
+    def add(self, pred: torch.Tensor, target: torch.Tensor, loss: torch.Tensor | float) -> None:
+        """``pred, target [B, T]`` physical units; NaN targets are skipped. Accumulates on the
+        tensors' device (no host synchronisation per batch)."""
+        if self.values.device != pred.device:
+            self.values = self.values.to(pred.device)
+            self.loss = self.loss.to(pred.device)
         mask = torch.isfinite(target)
-        err = torch.where(mask, pred.detach().double() - torch.nan_to_num(target.double()), 0.0).cpu()
+        err = torch.where(mask, pred.detach().double() - torch.nan_to_num(target.double()), 0.0)
         self.values[0] += err.abs().sum(0)
         self.values[1] += (err * err).sum(0)
-        self.values[2] += mask.sum(0).cpu().double()
-        self.loss += torch.tensor([loss, 1.0], dtype=torch.float64)
+        self.values[2] += mask.sum(0).double()
+        self.loss[0] += torch.as_tensor(loss, dtype=torch.float64, device=self.loss.device).detach()
+        self.loss[1] += 1.0
 
     def reduce(self, info: DistInfo) -> ErrorSums:
         out = ErrorSums(self.values.shape[1])
-        flat = all_reduce_sum(info, torch.cat([self.values.flatten(), self.loss]))
+        flat = all_reduce_sum(info, torch.cat([self.values.flatten(), self.loss])).cpu()
         out.values = flat[:-2].reshape(self.values.shape)
         out.loss = flat[-2:]
         return out
@@ -191,15 +203,12 @@ def _loader(dataset: Any, batch_size: int, sampler: Any, num_workers: int) -> An
                       persistent_workers=num_workers > 0)
 
 
-def _autocast(cfg: TrainConfig, device: torch.device) -> Any:
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
-
-
 def _evaluate(model: Any, loader: Any, info: DistInfo, cfg: TrainConfig, mcfg: Any,
               collect: bool = False) -> tuple[ErrorSums, list[tuple[int, list[float], list[float]]]]:
     """Error sums over this rank's share of a split (and, with ``collect``, per-structure
     ``(row, target, prediction)`` in physical units)."""
-    from recinet_cli.model.recinet import masked_l1, prepare_inputs
+    from recinet_cli.model.recinet import masked_l1
+    from recinet_cli.train.step import forward_standardized
 
     net = getattr(model, "module", model)
     net.eval()
@@ -208,12 +217,10 @@ def _evaluate(model: Any, loader: Any, info: DistInfo, cfg: TrainConfig, mcfg: A
     with torch.no_grad():
         for batch in loader:
             batch = batch.to(info.device)
-            with _autocast(cfg, info.device):
-                pred_std = net(**prepare_inputs(batch, mcfg), standardized=True)
-            pred_std = pred_std.float()
+            pred_std = forward_standardized(net, batch, mcfg, cfg.precision)
             pred = pred_std * net.target_std + net.target_mean
             y_std = (batch.y - net.target_mean) / net.target_std
-            sums.add(pred, batch.y, float(masked_l1(pred_std, y_std)))
+            sums.add(pred, batch.y, masked_l1(pred_std, y_std))
             if collect:
                 for r, t, p in zip(batch.row.tolist(), batch.y.tolist(), pred.tolist()):
                     rows.append((r, t, p))
@@ -280,7 +287,8 @@ def run_worker(cfg: TrainConfig, data: PreparedData, run_dir: str, resume: bool,
     from torch.nn.parallel import DistributedDataParallel
     from torch.utils.data.distributed import DistributedSampler
 
-    from recinet_cli.model.recinet import ReciNet, masked_l1, prepare_inputs
+    from recinet_cli.model.recinet import ReciNet
+    from recinet_cli.train.step import NonFinite, train_step
 
     info = init_distributed(cfg.device, cfg.gpus)
     run = Path(run_dir)
@@ -340,30 +348,15 @@ def run_worker(cfg: TrainConfig, data: PreparedData, run_dir: str, resume: bool,
             sampler.set_epoch(epoch)
             net.train()
             sums = ErrorSums(len(mcfg.targets))
+            losses = NonFinite()
             for batch in train_loader:
                 batch = batch.to(info.device)
-                y_std = (batch.y - net.target_mean) / net.target_std
-                with _autocast(cfg, info.device):
-                    pred_std = model(**prepare_inputs(batch, mcfg), standardized=True)
-                pred_std = pred_std.float()
-                loss = masked_l1(pred_std, y_std) + net.aux_loss()
-                bad = torch.tensor([0.0 if torch.isfinite(loss.detach()) else 1.0])
-                if float(all_reduce_sum(info, bad)[0]) > 0:
-                    kept = (f"the last good checkpoint is {ckpt_dir / 'last.pt'} (epoch {epoch})" if epoch
-                            else "no checkpoint was written yet (first epoch)")
-                    raise TrainingStopped(
-                        f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; {kept}; "
-                        "try a lower --lr or --clip-grad 1"
-                    )
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.clip_grad is not None:
-                    torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_grad)
-                opt.step()
-                sched.step()
+                out = train_step(model, batch, mcfg, opt, sched, cfg.precision, cfg.clip_grad)
+                losses.watch(out.loss)
                 step += 1
-                sums.add(pred_std.detach() * net.target_std + net.target_mean, batch.y, loss.item())
+                sums.add(out.pred_std * net.target_std + net.target_mean, batch.y, out.loss)
                 reporter.step()
+            _check_finite(losses, info, epoch, step - steps_per_epoch, ckpt_dir)
             train_sums = sums.reduce(info)
             sync_buffers(info, net)
             val_sums = _evaluate(model, val_loader, info, cfg, mcfg)[0].reduce(info)
@@ -413,6 +406,20 @@ def run_worker(cfg: TrainConfig, data: PreparedData, run_dir: str, resume: bool,
         shutdown()
 
 
+def _check_finite(losses: Any, info: DistInfo, epoch: int, first_step: int, ckpt_dir: Path) -> None:
+    """Stop with one line if any rank saw a non-finite loss in this epoch (checked once per
+    epoch; ``last.pt`` still holds the previous epoch, which is what the message names)."""
+    found = losses.first()
+    bad = torch.tensor([0.0 if found is None else 1.0])
+    if float(all_reduce_sum(info, bad)[0]) == 0:
+        return
+    where = f"at epoch {epoch + 1}, step {first_step + found[0] + 1}" if found else f"at epoch {epoch + 1} (another process)"
+    value = f"{found[1]}" if found else "not finite"
+    kept = (f"the last good checkpoint is {ckpt_dir / 'last.pt'} (epoch {epoch})" if epoch
+            else "no checkpoint was written yet (first epoch)")
+    raise TrainingStopped(f"the loss became {value} {where}; {kept}; try a lower --lr or --clip-grad 1")
+
+
 # --------------------------------------------------------------------------- finishing (rank 0)
 
 
@@ -427,7 +434,8 @@ def _finish(cfg: TrainConfig, data: PreparedData, run: Path, mcfg: Any, net: Any
     results: dict[str, Any] = {"task": cfg.task, "dataset": data.dataset, "dataset_version": data.dataset_version,
                                "fold": cfg.fold, "properties": list(data.target_names),
                                "units": list(data.target_units), "best_epoch": int(best_state["epoch"]),
-                               "epochs_run": epochs_run, "steps": steps, "split": data.split_kind}
+                               "epochs_run": epochs_run, "steps": steps, "split": data.split_kind,
+                               "precision": cfg.precision}
     for name in ("val", "test"):
         ds = GraphTargetDataset(data.store_path, data.splits[name])
         sums, rows = _evaluate(net, _loader(ds, cfg.batch_size, None, 0), solo, cfg, mcfg, collect=name == "test")
@@ -494,6 +502,8 @@ def train(
 
     task = parse_task(cfg.task)
     check_gpus(cfg.gpus)
+    requested = cfg.precision
+    cfg = replace(cfg, precision=resolve_precision(cfg.precision, run_device(cfg)))
     if cfg.tensorboard:
         _tensorboard_available()
     run = Path(cfg.out) if cfg.out else Path("runs") / f"{task.default_name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -520,6 +530,7 @@ def train(
         write_config(cfg, run / "config.json")
         _write_data_json(run, data)
         say(f"run directory: {run}")
+        say(describe(requested, cfg.precision, run_device(cfg)))
         _say_splits(say, data)
     if torchrun:
         if local_first:
