@@ -54,11 +54,13 @@ def collate(records: Sequence[GraphRecord], dtype: torch.dtype | None = None) ->
     return Batch.from_data_list([to_data(r.arrays(), dtype or torch.float32) for r in records])
 
 
-def model_inputs(model: Any, batch: Batch, device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+def model_inputs(model: Any, batch: Batch, device: torch.device | str | None = None,
+                 merge_edges: bool = False) -> dict[str, torch.Tensor]:
     """The tensors of :data:`recinet_cli.model.recinet.INPUT_NAMES` for ``model`` (a ReciNet)
-    and a batch, on ``device`` (default: the batch's device)."""
+    and a batch, on ``device`` (default: the batch's device). ``merge_edges``: merge duplicate
+    edges and add ``edge_weight`` (eager inference; exports take the plain inputs)."""
     from recinet_cli.model.recinet import prepare_inputs
 
     if device is not None:
         batch = batch.to(device)
-    return prepare_inputs(batch, model.config)
+    return prepare_inputs(batch, model.config, merge_edges=merge_edges)

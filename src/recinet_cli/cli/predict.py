@@ -37,6 +37,7 @@ def predict(
     ),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Structures per forward pass."),
+    precision: str = typer.Option("auto", "--precision", help="auto (bf16 autocast on CPUs with AMX/AVX512-BF16 and bf16 GPUs, else fp32), fp32 or bf16."),
     workers: int | None = typer.Option(
         None, "--workers", "-j", min=0, help="Featurization processes, overlapping inference (0 = in this process) \\[cores - 1]."
     ),
@@ -61,7 +62,7 @@ def predict(
     _print_plan(plan)
     items, failures = gather_inputs(inputs, plan, id_from.value, suffix_duplicates)
     result = run_plan(
-        plan, items, failures=failures, device=device, batch_size=batch_size, workers=workers,
+        plan, items, failures=failures, device=device, batch_size=batch_size, precision=precision, workers=workers,
         options=ReadOptions(disorder.value), progress=make_progress("predicting", "inputs", "predicted"),
         journal_for=output,
     )
@@ -78,7 +79,7 @@ def predict(
         rate = t.structures / t.total if t.total > 0 else 0.0
         print_plain(
             f"wrote {output}: {len(result.rows) - len(failed)} predicted, {len(failed)} failed "
-            f"({t.total:.1f} s, {rate:.0f} structures/s on {result.device})"
+            f"({t.total:.1f} s, {rate:.0f} structures/s on {result.device}, {result.precision})"
         )
     elif console.is_terminal:
         _table(result)

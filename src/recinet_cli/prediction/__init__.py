@@ -117,6 +117,7 @@ def predict_inputs(
     models: Sequence[str] = (),
     device: str = "auto",
     batch_size: int = 64,
+    precision: str = "auto",
     workers: int | None = None,
     id_mode: IdMode = "stem",
     suffix_duplicates: bool = False,
@@ -127,7 +128,7 @@ def predict_inputs(
     plan = plan_columns(props, models)
     items, failures = gather_inputs(inputs, plan, id_mode, suffix_duplicates)
     return run_plan(plan, items, failures=failures, device=device, batch_size=batch_size,
-                    workers=workers, options=options, progress=progress)
+                    precision=precision, workers=workers, options=options, progress=progress)
 
 
 def predict(
@@ -137,6 +138,7 @@ def predict(
     models: Sequence[str] | str = (),
     device: str = "auto",
     batch_size: int = 64,
+    precision: str = "auto",
     workers: int | None = None,
     disorder: str = "fail",
 ) -> PredictResult:
@@ -149,7 +151,7 @@ def predict(
         props: property names or aliases (``"bandgap_mbj,bandgap_opt"`` or a list);
             empty = everything ``models`` predict.
         models: store names, group names or bundle paths (``--model``).
-        device, batch_size, workers: as the command's options.
+        device, batch_size, precision, workers: as the command's options.
         disorder: ``fail`` or ``majority`` (partially occupied sites).
 
     Returns:
@@ -179,5 +181,5 @@ def predict(
             from recinet_cli.structures.readers import one_line
 
             items.append(ReadFailure(f"<{type(obj).__name__} {sid}>", str(sid), one_line(exc)))
-    return run_plan(plan, items, device=device, batch_size=batch_size, workers=workers,
-                    options=options)
+    return run_plan(plan, items, device=device, batch_size=batch_size, precision=precision,
+                    workers=workers, options=options)

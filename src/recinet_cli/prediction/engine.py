@@ -22,6 +22,7 @@ import numpy as np
 from recinet_cli.errors import RecinetError, StructureError
 from recinet_cli.featurize.worker import GraphRecord, featurize_crystal
 from recinet_cli.inference import bundle_params, collate, model_inputs
+from recinet_cli.model.precision import resolve_precision
 from recinet_cli.prediction.journal import Journal, run_signature
 from recinet_cli.prediction.resolve import Column, ModelRef, Plan, PredictError
 from recinet_cli.structures.crystal import Crystal
@@ -81,12 +82,14 @@ class PredictResult:
             (``None`` when the structure was predicted).
         timings: where the time went.
         device: the torch device the models ran on.
+        precision: the arithmetic used (``fp32`` or ``bf16`` autocast).
     """
 
     columns: list[Column]
     rows: list[dict[str, Any]] = field(default_factory=list)
     timings: Timings = field(default_factory=Timings)
     device: str = "cpu"
+    precision: str = "fp32"
     journal: Journal | None = field(default=None, repr=False)
 
     def finish_journal(self) -> None:
@@ -258,9 +261,13 @@ class _Pending:
     graphs: list[tuple[GraphRecord, ...]] = field(default_factory=list)
 
 
-def _forward(models: list[_Loaded], graphs: list[tuple[GraphRecord, ...]], device: Any) -> dict[int, np.ndarray]:
-    """``{id(model ref): [B, T]}`` predictions of every model for one batch."""
+def _forward(models: list[_Loaded], graphs: list[tuple[GraphRecord, ...]], device: Any,
+             precision: str = "fp32") -> dict[int, np.ndarray]:
+    """``{id(model ref): [B, T]}`` predictions of every model for one batch (``precision``
+    resolved: ``fp32`` or ``bf16`` autocast)."""
     import torch
+
+    from recinet_cli.model.precision import autocast
 
     out: dict[int, np.ndarray] = {}
     batches: dict[int, Any] = {}
@@ -268,7 +275,9 @@ def _forward(models: list[_Loaded], graphs: list[tuple[GraphRecord, ...]], devic
         for m in models:
             if m.group not in batches:
                 batches[m.group] = collate([g[m.group] for g in graphs]).to(device)
-            y = m.model(**model_inputs(m.model, batches[m.group]))
+            inputs = model_inputs(m.model, batches[m.group], merge_edges=True)
+            with autocast(precision, device):
+                y = m.model(**inputs)
             out[id(m.ref)] = y.float().cpu().numpy().astype(np.float64)
     return out
 
@@ -287,10 +296,10 @@ def _fill(row: dict[str, Any], columns: Sequence[Column], preds: dict[int, np.nd
 
 
 def _run_batch(pending: _Pending, rows: list[dict[str, Any]], models: list[_Loaded],
-               columns: Sequence[Column], device: Any) -> None:
+               columns: Sequence[Column], device: Any, precision: str = "fp32") -> None:
     """Predict a batch; if the batch fails, retry one by one so only the culprit fails."""
     try:
-        preds = _forward(models, pending.graphs, device)
+        preds = _forward(models, pending.graphs, device, precision)
         for b, r in enumerate(pending.rows):
             _fill(rows[r], columns, preds, b)
         return
@@ -299,7 +308,7 @@ def _run_batch(pending: _Pending, rows: list[dict[str, Any]], models: list[_Load
             rows[pending.rows[0]]["error"] = f"prediction failed: {one_line(exc)}"
             return
     for r, g in zip(pending.rows, pending.graphs):
-        _run_batch(_Pending([r], [g]), rows, models, columns, device)
+        _run_batch(_Pending([r], [g]), rows, models, columns, device, precision)
 
 
 def _empty_row(sid: str, source: str, formula: str, columns: Sequence[Column], error: str | None) -> dict[str, Any]:
@@ -316,8 +325,9 @@ class _Runner:
     """The main-process side of a run: rows, the pending batch, the journal."""
 
     def __init__(self, result: PredictResult, models: list[_Loaded], device: Any, batch_size: int,
-                 journal: Journal | None) -> None:
+                 journal: Journal | None, precision: str = "fp32") -> None:
         self.result = result
+        self.precision = precision
         self.rows = result.rows
         self.columns = result.columns
         self.models = models
@@ -366,7 +376,7 @@ class _Runner:
     def run_pending(self) -> None:
         if self.pending.rows:
             t0 = time.perf_counter()
-            _run_batch(self.pending, self.rows, self.models, self.columns, self.device)
+            _run_batch(self.pending, self.rows, self.models, self.columns, self.device, self.precision)
             self.result.timings.model += time.perf_counter() - t0
             self.pending = _Pending()
         self._journal_finished()
@@ -391,6 +401,7 @@ def run_plan(
     failures: Iterable[ReadFailure] = (),
     device: str = "auto",
     batch_size: int = 64,
+    precision: str = "auto",
     workers: int | None = None,
     options: ReadOptions = ReadOptions(),
     progress: Progress | None = None,
@@ -404,6 +415,8 @@ def run_plan(
         failures: inputs that could not even be listed (missing files...): rows first.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         batch_size: structures per forward pass.
+        precision: ``auto`` (bf16 autocast on hardware with fast bf16, else fp32), ``fp32``
+            or ``bf16`` (:mod:`recinet_cli.model.precision`); the one used is ``result.precision``.
         workers: featurization processes (``None``: one per core but one, at least 1, and
             none for fewer than ``batch_size`` items; 0: featurize in this process).
         progress: progress sink (advanced per item).
@@ -418,19 +431,24 @@ def run_plan(
     if batch_size < 1:
         raise PredictError(f"--batch-size must be >= 1, got {batch_size}")
     dev = pick_device(device)
+    try:
+        used = resolve_precision(precision, dev)
+    except RecinetError as exc:
+        raise PredictError(f"--precision: {exc}") from None
     models, params = _load_models(plan, dev)
-    result = PredictResult(columns=list(plan.columns), device=str(dev))
+    result = PredictResult(columns=list(plan.columns), device=str(dev), precision=used)
     for f in failures:
         result.rows.append(_empty_row(f.id, f.source, "", result.columns, f.reason))
     journal = None
     done: list[list[dict[str, Any]]] = []
     if journal_for is not None:
-        signature = run_signature(plan, items, {"batch_size": batch_size, "disorder": options.disorder})
+        signature = run_signature(plan, items, {"batch_size": batch_size, "disorder": options.disorder,
+                                                   "precision": used})
         journal = Journal(journal_for, signature)
         done = journal.load()
         journal.start(done)
         result.journal = journal
-    runner = _Runner(result, models, dev, batch_size, journal)
+    runner = _Runner(result, models, dev, batch_size, journal, used)
     runner.resume(done)
     todo = items[len(done):]
     if workers is None:
