@@ -118,11 +118,25 @@ def test_bench_speed_command_small_run(tmp_path: Path) -> None:
     per_structure = next(r for r in d["figures"] if r["name"].startswith("train time per training structure"))
     assert per_structure["paper"] == pytest.approx(35.0 / 44_578 * 1e3)
 
+    # the previous formulation vs the fast path: one whole epoch each on the same batches
+    fp = s["fastpath"]
+    ref, fast = fp["reference"], fp["fast"]
+    assert ref["precision"] == "fp32" and fast["precision"] in ("fp32", "bf16")
+    assert ref["steps"] == fast["steps"] == math.ceil(457 / BATCH)
+    for side in (ref, fast):
+        assert _positive(side["epoch_seconds"]) and _positive(side["infer_batch_ms"]) and _positive(side["infer_single_ms"])
+        assert side["epoch_seconds"] == pytest.approx(side["train_seconds"] + side["val_seconds"])
+    assert fast["edges_per_epoch"] < ref["edges_per_epoch"]  # duplicate edges merged
+    assert fp["speedup"] == pytest.approx(ref["epoch_seconds"] / fast["epoch_seconds"])
+    assert _positive(fp["useful_flops_per_epoch"]) and _positive(fp["matmul_fp32"])
+    assert fp["utilisation"] == pytest.approx(fp["useful_flops_per_epoch"] / fast["train_seconds"] / fp["best_matmul"])
+    assert "previous formulation" in text and "useful rate" in text
+
     # --resume keeps every measured section; other settings are refused
     again = CliRunner().invoke(app, ["bench", "speed", *SMALL, "--json", str(out), "--resume"])
     assert again.exit_code == 0, again.output
     d2 = json.loads(out.read_text())
-    assert sorted(d2["resumed"]) == sorted(["featurize", "parameters", "inference", "training"])
+    assert sorted(d2["resumed"]) == sorted(["featurize", "parameters", "inference", "training", "fastpath"])
     assert d2["sections"] == s
     other = [*SMALL[:-1], "5"]
     refused = CliRunner().invoke(app, ["bench", "speed", *other, "--json", str(out), "--resume"])

@@ -576,7 +576,7 @@ def _prepare(models: Sequence[tuple[Any, int]], records: Sequence[Sequence[Any]]
                 t0 = time.perf_counter()
                 per_group[group] = collate(records[group][start:stop])
                 t_collate += time.perf_counter() - t0
-            seconds, x = _timed(lambda m=model, b=per_group[group]: model_inputs(m, b, device), device)
+            seconds, x = _timed(lambda m=model, b=per_group[group]: model_inputs(m, b, device, merge_edges=True), device)
             t_prepare += seconds
             inputs.append(x)
         x0 = inputs[0]
@@ -610,15 +610,18 @@ def model_only(models: Sequence[tuple[Any, int]], records: Sequence[Sequence[Any
                device: torch.device, limit: int | None = None,
                probe_for: Callable[[_MatmulShapes, list[_Prepared]], MatmulProbe] | None = None,
                probe: MatmulProbe | None = None,
-               probe_every: int = 1) -> tuple[ModelOnly, _MatmulShapes, MatmulProbe | None]:
+               probe_every: int = 1, precision: str = "fp32") -> tuple[ModelOnly, _MatmulShapes, MatmulProbe | None]:
     """Time the forward alone on pre-collated batches (see the module docstring, 4.).
 
     ``models``: (ReciNet in eval mode on ``device``, featurizer group index) pairs;
     ``records[group]``: the graph records of that group. ``probe_for`` builds the reference
     matmul from the counted shapes (or ``probe`` is used as given); one reference product is
     timed before the first batch and one after every ``probe_every`` timed batches, and each
-    batch is paired with the mean rate of the two products bracketing it.
+    batch is paired with the mean rate of the two products bracketing it. ``precision``:
+    the forward's arithmetic (``auto``/``fp32``/``bf16``); FLOPs are counted in fp32.
     """
+    from recinet_cli.model.precision import autocast
+
     batches, t_collate, t_prepare = _prepare(models, records, batch_size, device, limit)
     if not batches:
         raise RecinetError("no structure could be featurized; nothing to run the model on")
@@ -627,8 +630,9 @@ def model_only(models: Sequence[tuple[Any, int]], records: Sequence[Sequence[Any
         probe = probe_for(shapes, batches)
     every = max(1, probe_every)
     with torch.inference_mode():
-        for (model, _), x in zip(models, batches[0].inputs):  # first forward, untimed
-            model(**x)
+        with autocast(precision, device):
+            for (model, _), x in zip(models, batches[0].inputs):  # first forward, untimed
+                model(**x)
         if probe is not None:
             probe.rates(2)
         _sync(device)
@@ -640,8 +644,9 @@ def model_only(models: Sequence[tuple[Any, int]], records: Sequence[Sequence[Any
             rates.append(probe.rate())
         for i, b in enumerate(batches):
             def run(b: _Prepared = b) -> None:
-                for (model, _), x in zip(models, b.inputs):
-                    model(**x)
+                with autocast(precision, device):
+                    for (model, _), x in zip(models, b.inputs):
+                        model(**x)
 
             s, _ = _timed(run, device)
             seconds.append(s)

@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from recinet_cli.bench.fastpath import FastPathFigures, measure_fastpath
 from recinet_cli.bench.model import _sync
 from recinet_cli.errors import RecinetError
 
@@ -89,7 +90,7 @@ PAPER_TASK = "jarvis:formation_energy"
 _FALLBACK_PRESETS = {"jarvis:formation_energy": {"blocks": 4}, "jarvis-mt": {"blocks": 3}}
 
 #: Section names, in the order they run.
-SECTIONS = ("featurize", "parameters", "inference", "training")
+SECTIONS = ("featurize", "parameters", "inference", "training", "fastpath")
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,8 @@ class SpeedSettings:
     hidden: int | None = None
     blocks: int | None = None
     seed: int = 0
+    precision: str = "auto"
+    fastpath: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -432,6 +435,7 @@ class SpeedBenchResult:
     parameters: ParameterFigures | None = None
     inference: InferenceFigures | None = None
     training: TrainingFigures | None = None
+    fastpath: FastPathFigures | None = None
     resumed: list[str] = field(default_factory=list)
 
     def figures(self) -> list[Figure]:
@@ -689,7 +693,7 @@ def count_parameters(task_config: Any, task_names: Sequence[str], hidden: int | 
 
 
 def measure_inference(data: Any, mcfg: Any, dev: torch.device, batch_size: int, infer_n: int, single_n: int,
-                      seed: int) -> InferenceFigures:
+                      seed: int, precision: str = "auto") -> InferenceFigures:
     """Model-only ms/material at ``batch_size`` and 1 (see the module docstring, 3.)."""
     from recinet_cli.bench.predict import model_only
     from recinet_cli.store.reader import GraphStore
@@ -708,12 +712,13 @@ def measure_inference(data: Any, mcfg: Any, dev: torch.device, batch_size: int, 
     from recinet_cli.inference import collate, model_inputs
 
     with torch.inference_mode():
-        net(**model_inputs(net, collate(records[:batch_size]), dev))
+        net(**model_inputs(net, collate(records[:batch_size]), dev, merge_edges=True))
     _sync(dev)
     with PeakMemory(dev) as mem:
-        batched, _, _ = model_only([(net, 0)], [records], batch_size, dev)
+        batched, _, _ = model_only([(net, 0)], [records], batch_size, dev, precision=precision)
     k = min(single_n, len(records))
-    single, _, _ = model_only([(net, 0)], [records], 1, dev, limit=k) if k else (None, None, None)
+    single, _, _ = (model_only([(net, 0)], [records], 1, dev, limit=k, precision=precision) if k
+                    else (None, None, None))
     assert mem.result is not None
     return InferenceFigures(
         split=split, batch_size=batch_size, structures=batched.structures, atoms=batched.atoms,
@@ -733,9 +738,9 @@ def measure_training(data: Any, cfg: Any, mcfg: Any, dev: torch.device, slice_st
     from torch.utils.data import Subset
     from torch_geometric.loader import DataLoader
 
-    from recinet_cli.model.recinet import masked_l1, prepare_inputs
     from recinet_cli.train.data import GraphTargetDataset
-    from recinet_cli.train.engine import _autocast, _optimizer, scaler, seed_everything
+    from recinet_cli.train.engine import scaler, seed_everything
+    from recinet_cli.train.step import make_optimizer, train_step
 
     bs = cfg.batch_size
     with PeakMemory(dev) as mem:
@@ -752,7 +757,7 @@ def measure_training(data: Any, cfg: Any, mcfg: Any, dev: torch.device, slice_st
         order = np.random.RandomState(seed).permutation(n_train)
         timed_idx = order[: min(n_train, timed * bs)]
         warm_idx = np.resize(np.random.RandomState(seed + 1).permutation(n_train), warmup * bs)
-        opt = _optimizer(net, cfg)
+        opt = make_optimizer(net, cfg.lr, cfg.weight_decay)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
 
         def steps(indices: np.ndarray) -> tuple[list[float], float]:
@@ -768,19 +773,10 @@ def measure_training(data: Any, cfg: Any, mcfg: Any, dev: torch.device, slice_st
                 except StopIteration:
                     break
                 batch = batch.to(dev)
-                y_std = (batch.y - net.target_mean) / net.target_std
-                with _autocast(cfg, dev):
-                    pred_std = net(**prepare_inputs(batch, mcfg), standardized=True)
-                loss = masked_l1(pred_std.float(), y_std) + net.aux_loss()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.clip_grad is not None:
-                    torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_grad)
-                opt.step()
-                sched.step()
-                loss_value = float(loss.detach())  # the engine reads the loss every step too
+                out = train_step(net, batch, mcfg, opt, sched, cfg.precision, cfg.clip_grad)
                 _sync(dev)
                 seconds.append(time.perf_counter() - t0)
+                loss_value = float(out.loss)
             return seconds, loss_value
 
         if warmup:
@@ -848,6 +844,7 @@ def run_speed_bench(
         log: progress callback (one line per stage).
     """
     from recinet_cli.model.config import ModelConfig
+    from recinet_cli.model.precision import resolve_precision
     from recinet_cli.prediction.engine import pick_device
     from recinet_cli.structures.graph import GraphParams
     from recinet_cli.train.config import resolve
@@ -863,7 +860,8 @@ def run_speed_bench(
     task = parse_task(s.task)
     previous = load_previous(json_path, s) if resume and json_path is not None else {}
     flags: dict[str, Any] = {"data": s.data, "batch_size": s.batch_size, "blocks": s.blocks,
-                             "device": "cuda" if dev.type == "cuda" else "cpu"}
+                             "device": "cuda" if dev.type == "cuda" else "cpu",
+                             "precision": resolve_precision(s.precision, dev)}
     if s.hidden is not None:
         flags["model"] = {"hidden": s.hidden}
     cfg = resolve(s.task, task.dataset.preset(list(task.names)), {}, flags)
@@ -916,7 +914,8 @@ def run_speed_bench(
         d = data()
         mcfg = model_config(cfg, d)
         say(f"inference: batch {s.batch_size} and batch 1 on {dev}")
-        result.inference = measure_inference(d, mcfg, dev, s.batch_size, s.infer_n, s.single_n, s.seed)
+        result.inference = measure_inference(d, mcfg, dev, s.batch_size, s.infer_n, s.single_n, s.seed,
+                                             s.precision)
         save()
 
     if "training" in previous:
@@ -930,5 +929,15 @@ def run_speed_bench(
             f"({n_train:,} training structures) on {dev}")
         result.training = measure_training(d, cfg, mcfg, dev, s.slice_steps, s.warmup, s.seed,
                                            result.inference.batched_inputs_ms if result.inference else None)
+    save()
+
+    if "fastpath" in previous and previous["fastpath"] is not None:
+        result.fastpath = FastPathFigures.from_dict(previous["fastpath"])
+        result.resumed.append("fastpath")
+    elif s.fastpath:
+        d = data()
+        mcfg = model_config(cfg, d)
+        say(f"fast path vs the previous formulation: one epoch each of {len(d.splits['train']):,} structures on {dev}")
+        result.fastpath = measure_fastpath(d, cfg, mcfg, dev, s.seed, single_n=s.single_n)
     save()
     return result

@@ -44,6 +44,8 @@ def speed(
     featurize_n: int = typer.Option(1000, "--featurize-n", min=0, help="Structures featurized for the throughput."),
     infer_n: int = typer.Option(512, "--infer-n", min=1, help="Test-split structures timed at the batch size."),
     single_n: int = typer.Option(128, "--single-n", min=0, help="Of those, structures timed at batch size 1."),
+    precision: str = typer.Option("auto", "--precision", help="Training and inference precision: auto, fp32 or bf16."),
+    fastpath: bool = typer.Option(True, "--fastpath/--no-fastpath", help="Also time the previous formulation (fp32, concatenated conv, full multigraph) against the default, one epoch each."),
     hidden: int | None = typer.Option(None, "--hidden", hidden=True, help="Override the width (tests only)."),
     blocks: int | None = typer.Option(None, "--blocks", hidden=True, help="Override the blocks (tests only)."),
 ) -> None:
@@ -55,7 +57,7 @@ def speed(
     settings = SpeedSettings(
         task=task, data=str(data) if data else None, device=device, batch_size=batch_size,
         slice_steps=slice_steps, warmup=warmup, featurize_n=featurize_n, infer_n=infer_n, single_n=single_n,
-        hidden=hidden, blocks=blocks,
+        hidden=hidden, blocks=blocks, precision=precision, fastpath=fastpath,
     )
     r = run_speed_bench(settings, json_path=json_out, resume=resume, log=_log)
     cfg = r.parameters.task_config if r.parameters else {}
@@ -78,6 +80,14 @@ def speed(
     console.print(table)
     print_plain("ratio = ours / paper; * the paper's figure is for its task "
                 f"({PAPER_TABLE5.task}, {PAPER_TABLE5.train_structures:,} training structures): no ratio")
+    if r.fastpath is not None:
+        fp = Table(title=f"{r.task_label}: the previous formulation (fp32, [h_i||h_j||v_ij] conv, full multigraph) "
+                         "vs the default fast path, same batches, one run")
+        for col, just in (("figure", "left"), ("reference", "right"), ("fast (default)", "right"), ("ratio", "right")):
+            fp.add_column(col, justify=just)  # type: ignore[arg-type]
+        for row in r.fastpath.rows():
+            fp.add_row(*row)
+        console.print(fp)
     if r.resumed:
         print_plain(f"resumed from {json_out}: {', '.join(r.resumed)}")
     print_plain(f"wrote {json_out}")

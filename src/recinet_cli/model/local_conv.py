@@ -70,12 +70,17 @@ class PotNetConv(nn.Module):
         pre = pre + node[:, : 2 * d].index_select(0, dst) + node[:, 2 * d:].index_select(0, src)
         act = torch.nn.functional.silu(pre)
         gate = self.gate_mlp[2](act[:, :d])  # [E, d]
+        return self._gated_sum(h, gate, act[:, d:], dst, edge_weight)
+
+    def _gated_sum(self, h: Tensor, gate: Tensor, msg_hidden: Tensor, dst: Tensor,
+                   edge_weight: Optional[Tensor]) -> Tensor:  # noqa: UP045 (TorchScript)
+        """``ReLU(h + BN(Σ_{j→i} σ(BN(gate)) ⊙ MLP_2's last layer(msg_hidden)))`` (weighted by
+        the edge multiplicity when given)."""
         if edge_weight is None:
             beta = torch.sigmoid(self.gate_bn(gate))
-            msg = beta * self.msg_mlp[2](act[:, d:])  # [E, d]
         else:
             beta = torch.sigmoid(self._weighted_gate_bn(gate, edge_weight)) * edge_weight.unsqueeze(1)
-            msg = beta * self.msg_mlp[2](act[:, d:])  # [E, d], times the multiplicity
+        msg = beta * self.msg_mlp[2](msg_hidden)  # [E, d] (times the multiplicity)
         return self._aggregate(h, msg, dst)
 
     @torch.jit.unused
@@ -83,14 +88,13 @@ class PotNetConv(nn.Module):
         return weighted_batch_norm(self.gate_bn, gate, edge_weight)
 
     @torch.jit.unused
-    def forward_concat(self, h: Tensor, edge_attr: Tensor, edge_index: Tensor) -> Tensor:
+    def forward_concat(self, h: Tensor, edge_attr: Tensor, edge_index: Tensor,
+                       edge_weight: Optional[Tensor] = None) -> Tensor:  # noqa: UP045
         """The literal form of the paper (``[E, 3d]`` concatenation); the reference that
         :meth:`forward` equals, kept for tests and the speed benchmark."""
         src, dst = edge_index[0], edge_index[1]
         z = torch.cat((h[dst], h[src], edge_attr), dim=1)  # [E, 3d]: (h_i, h_j, v_ij)
-        beta = torch.sigmoid(self.gate_bn(self.gate_mlp(z)))  # [E, d]
-        msg = beta * self.msg_mlp(z)  # [E, d]
-        return self._aggregate(h, msg, dst)
+        return self._gated_sum(h, self.gate_mlp(z), torch.nn.functional.silu(self.msg_mlp[0](z)), dst, edge_weight)
 
     def _aggregate(self, h: Tensor, msg: Tensor, dst: Tensor) -> Tensor:
         """``ReLU(h + BN(Σ_{j→i} msg))``; the sum over edges accumulates in float32."""

@@ -37,13 +37,14 @@ class StepOutput:
     pred_std: Tensor
 
 
-def forward_standardized(model: Any, batch: Any, config: Any, precision: str) -> Tensor:
+def forward_standardized(model: Any, batch: Any, config: Any, precision: str, merge_edges: bool = True) -> Tensor:
     """``[B, T]`` float32 head outputs in standardised units for a PyG ``batch``.
 
     ``model`` is the :class:`~recinet_cli.model.recinet.ReciNet` or its DDP wrapper;
-    ``precision`` ``auto``/``fp32``/``bf16`` (:func:`recinet_cli.model.precision.autocast`).
+    ``precision`` ``auto``/``fp32``/``bf16`` (:func:`recinet_cli.model.precision.autocast`);
+    ``merge_edges`` False runs the full multigraph (the benchmark's reference formulation).
     """
-    inputs = prepare_inputs(batch, config, merge_edges=True)
+    inputs = prepare_inputs(batch, config, merge_edges=merge_edges)
     with autocast(precision, batch.atomic_numbers.device):
         out = model(**inputs, standardized=True)
     return out.float()
@@ -57,6 +58,7 @@ def train_step(
     scheduler: Any,
     precision: str,
     clip_grad: float | None = None,
+    merge_edges: bool = True,
 ) -> StepOutput:
     """One optimisation step on ``batch`` (see the module docstring).
 
@@ -67,10 +69,12 @@ def train_step(
         optimizer, scheduler: stepped once each (``scheduler`` may be None).
         precision: ``auto``, ``fp32`` or ``bf16``.
         clip_grad: clip the global gradient norm to this value (None: no clipping).
+        merge_edges: merge duplicate edges (same function, less work; False for the
+            benchmark's reference formulation).
     """
     net = getattr(model, "module", model)
     y_std = (batch.y - net.target_mean) / net.target_std
-    pred_std = forward_standardized(model, batch, config, precision)
+    pred_std = forward_standardized(model, batch, config, precision, merge_edges)
     loss = masked_l1(pred_std, y_std) + net.aux_loss()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
