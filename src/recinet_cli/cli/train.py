@@ -97,6 +97,7 @@ def train(
     group: str | None = typer.Option(None, "--group", help="Ensemble group: models trained with one group name (e.g. several --seed values) are averaged by `recinet predict --model GROUP`."),
     register: bool | None = typer.Option(None, "--register/--no-register", help="Add the model to the model store \\[yes]."),
     tensorboard: bool | None = typer.Option(None, "--tensorboard/--no-tensorboard", help="Also write TensorBoard logs."),
+    compile_model: bool | None = typer.Option(None, "--compile/--no-compile", help="torch.compile the training forward (dynamic shapes; for CUDA, slower on CPU) \\[off]."),
 ) -> None:
     """Train ReciNet on a dataset plugin's properties; paper presets unless overridden."""
     from recinet_cli.train.config import read_config_file, resolve
@@ -109,7 +110,7 @@ def train(
         "clip_grad": clip_grad, "precision": precision, "patience": patience, "val_fraction": val_fraction,
         "test_fraction": test_fraction, "device": device, "gpus": gpus, "nprocs": nprocs,
         "num_workers": num_workers, "out": str(out) if out else None, "name": name, "group": group, "register": register,
-        "tensorboard": tensorboard,
+        "tensorboard": tensorboard, "compile": compile_model,
     }
     model = _model_flags(head, head_option, kset, gmax, hidden, reciprocal)
     if resume is not None:

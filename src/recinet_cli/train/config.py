@@ -51,6 +51,9 @@ class TrainConfig:
             --model GROUP`` averages them); register: add
             the final bundle to the model store.
         tensorboard: also log scalars for TensorBoard (needs the ``tensorboard`` package).
+        compile: run the training forward through ``torch.compile`` (dynamic shapes, so
+            ragged batches do not recompile). Off by default: on CPU it is slower than eager
+            here (see docs/bench/speed.md); meant for CUDA.
     """
 
     task: str
@@ -78,6 +81,7 @@ class TrainConfig:
     group: str | None = None
     register: bool = True
     tensorboard: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         def bad(key: str, why: str) -> RecinetError:
@@ -167,7 +171,7 @@ _FIELD_KINDS: dict[str, tuple[type, bool]] = {
     "patience": (int, True), "val_fraction": (float, False), "test_fraction": (float, False),
     "device": (str, False), "gpus": (int, False), "nprocs": (int, False),
     "num_workers": (int, False), "out": (str, True), "name": (str, True), "group": (str, True),
-    "register": (bool, False), "tensorboard": (bool, False),
+    "register": (bool, False), "tensorboard": (bool, False), "compile": (bool, False),
 }
 
 

@@ -310,6 +310,8 @@ def run_worker(cfg: TrainConfig, data: PreparedData, run_dir: str, resume: bool,
         if info.distributed:
             ids = [info.device.index] if info.device.type == "cuda" else None
             model = DistributedDataParallel(net, device_ids=ids)
+        if cfg.compile:
+            model = torch.compile(model, dynamic=True)
 
         train_ds = GraphTargetDataset(data.store_path, data.splits["train"])
         val_ds = GraphTargetDataset(data.store_path, data.splits["val"])
