@@ -455,7 +455,7 @@ def _finish(cfg: TrainConfig, data: PreparedData, run: Path, mcfg: Any, net: Any
         "dataset": {"name": data.dataset, "version": data.dataset_version, "fold": cfg.fold, "split": data.split_kind,
                     "sizes": {k: len(v) for k, v in data.splits.items()}, "ids_sha256": data.split_ids_sha256()},
         "metrics": {"best_epoch": results["best_epoch"], "val": results["val"], "test": results["test"]},
-        "train_config": cfg.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "train_config": cfg.to_dict(), "precision": cfg.precision, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     save_bundle(run / "model.safetensors", net.cpu(), info)
 
