@@ -81,7 +81,7 @@ def speed(
     print_plain("ratio = ours / paper; * the paper's figure is for its task "
                 f"({PAPER_TABLE5.task}, {PAPER_TABLE5.train_structures:,} training structures): no ratio")
     if r.fastpath is not None:
-        fp = Table(title=f"{r.task_label}: the previous formulation (fp32, [h_i||h_j||v_ij] conv, full multigraph) "
+        fp = Table(title=f"{r.task_label}: the previous formulation (fp32, \\[h_i||h_j||v_ij] conv, full multigraph) "
                          "vs the default fast path, same batches, one run")
         for col, just in (("figure", "left"), ("reference", "right"), ("fast (default)", "right"), ("ratio", "right")):
             fp.add_column(col, justify=just)  # type: ignore[arg-type]

@@ -24,8 +24,23 @@ class SphereFilter(nn.Module):
         self.mlp = nn.Sequential(BucketedLinear(max(bins, 2), hidden), nn.SiLU(), BucketedLinear(hidden, hidden))
 
     def forward(self, k_norm: Tensor, k_slot: Tensor) -> Tensor:
+        if torch.jit.is_scripting():
+            return self.of_norms(k_norm)
+        return self._per_distinct_norm(k_norm)
+
+    def of_norms(self, k_norm: Tensor) -> Tensor:
+        """``[K] -> [K, d]``: the filter of each |G|."""
         env = 0.5 * (torch.cos(math.pi * (k_norm / self.gmax).clamp(max=1.0)) + 1.0)  # [K]
         return self.mlp(self.rbf(k_norm)) * env.unsqueeze(1)
+
+    @torch.jit.unused
+    def _per_distinct_norm(self, k_norm: Tensor) -> Tensor:
+        """The same values, with the MLP run once per distinct |G| (symmetric crystals have
+        many k-vectors of equal length: about half of them are distinct on jdft2d batches)."""
+        if torch.compiler.is_compiling():
+            return self.of_norms(k_norm)
+        distinct, inverse = torch.unique(k_norm, return_inverse=True)
+        return self.of_norms(distinct)[inverse]
 
     def __repr__(self) -> str:
         return f"sphere(gmax={self.gmax:g})"
@@ -107,12 +122,15 @@ class ReciprocalUpdate(nn.Module):
         self, node_graph: Tensor, g: Tensor, frac: Tensor, inv_natoms: Tensor, k_int: Tensor,
         k_norm: Tensor, k_slot: Tensor, pair_atom: Tensor, pair_k: Tensor,
     ) -> Tensor:
-        """Autocast off (phases and sums stay float32); dense per-crystal-group matmuls in
-        eager mode, the pair-list form while exporting (same result, see the tests)."""
-        with torch.autocast(device_type=g.device.type, enabled=False):
-            if torch.compiler.is_compiling():
+        """Autocast off for the phases and sums (they stay float32; the |G| filter MLP runs in
+        the ambient precision); dense per-crystal-group matmuls in eager mode, the pair-list
+        form while compiling (same result, see the tests)."""
+        if torch.compiler.is_compiling():
+            with torch.autocast(device_type=g.device.type, enabled=False):
                 return self.transform_pairs(g, frac, inv_natoms, k_int, k_norm, k_slot, pair_atom, pair_k)
-            return self.transform_dense(node_graph, g, frac, inv_natoms, k_int, k_norm, k_slot, pair_atom)
+        w_all = self.filter(k_norm.float(), k_slot).float()  # [K, d]
+        with torch.autocast(device_type=g.device.type, enabled=False):
+            return self.transform_dense(node_graph, g, frac, inv_natoms, k_int, k_norm, k_slot, pair_atom, w_all)
 
     def transform_pairs(
         self, g: Tensor, frac: Tensor, inv_natoms: Tensor, k_int: Tensor, k_norm: Tensor,
@@ -137,7 +155,7 @@ class ReciprocalUpdate(nn.Module):
     @torch.jit.unused
     def transform_dense(
         self, node_graph: Tensor, g: Tensor, frac: Tensor, inv_natoms: Tensor, k_int: Tensor,
-        k_norm: Tensor, k_slot: Tensor, pair_atom: Tensor,
+        k_norm: Tensor, k_slot: Tensor, pair_atom: Tensor, w_all: Tensor | None = None,
     ) -> Tensor:
         """Dense form: per group of consecutive crystals, ``[N_g, K_g]`` cos/sin matrices
         (zero between different crystals) and matrix products, ``C = cosᵀ (h/N)``,
@@ -146,12 +164,14 @@ class ReciprocalUpdate(nn.Module):
         The same arithmetic as :meth:`transform_pairs` without its ``[P, d]`` temporaries:
         a 500-atom cell runs on BLAS instead of gathers. Groups are formed so that the
         zero blocks never cost more than 8x the useful work (see :func:`crystal_groups`).
+        ``w_all [K, d]``: the filter values, if already computed.
         """
         n_graphs = int(node_graph.max().item()) + 1 if node_graph.numel() else 0
         atoms_per = torch.bincount(node_graph, minlength=n_graphs)
         ks_per = torch.bincount(node_graph[pair_atom], minlength=n_graphs) // atoms_per.clamp(min=1)
         k_graph = torch.repeat_interleave(torch.arange(n_graphs, device=g.device), ks_per)  # [K]
-        w_all = self.filter(k_norm.float(), k_slot)  # [K, d]
+        if w_all is None:
+            w_all = self.filter(k_norm.float(), k_slot)  # [K, d]
         pieces = []
         for a0, a1, k0, k1 in crystal_groups(atoms_per.tolist(), ks_per.tolist()):
             if k1 == k0:
