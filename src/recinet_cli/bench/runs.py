@@ -99,12 +99,24 @@ def bench_config(task: str, settings: RunSettings = RunSettings(), *, out: Path,
 def config_differences(stored: Mapping[str, Any], cfg: TrainConfig) -> list[str]:
     """``["epochs: 5 in the run, 500 requested", ...]`` for every setting (outside
     :data:`EXECUTION_KEYS`) where a stored ``config.json`` differs from ``cfg``."""
+    from dataclasses import MISSING, fields
+
+    from recinet_cli.model.precision import resolve_precision
+    from recinet_cli.train.engine import run_device
+
     want = cfg.to_dict()
+    # runs record the precision they used (auto resolved), and settings added since a run
+    # was made count as their defaults
+    want["precision"] = resolve_precision(cfg.precision, run_device(cfg))
+    stored = {**stored}
+    if stored.get("precision") == "auto":
+        stored["precision"] = want["precision"]
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
     diffs = []
     for key in sorted(set(want) | set(stored)):
         if key in EXECUTION_KEYS:
             continue
-        have, need = stored.get(key), want.get(key)
+        have, need = stored.get(key, defaults.get(key)), want.get(key)
         if key == "model":
             have, need = dict(have or {}), dict(need or {})
         if have != need:
