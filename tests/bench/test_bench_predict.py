@@ -97,8 +97,10 @@ def test_bench_predict_command_on_real_cifs(tmp_path: Path) -> None:
 
     fl = f["flops"]
     m, k, nn = fl["matmul_shape"]
-    assert (k, nn) == (3 * paper.hidden, paper.hidden)  # the local conv's first MLP layers dominate
-    assert fl["matmul_shares"][0]["k"] == k and fl["matmul_shares"][0]["share"] > 0.5
+    # the local conv's per-edge products dominate: [E', d] @ [d, 2d] (factorised first layers)
+    # or [E', d] @ [d, d] (second layers and the edge embedding)
+    assert k == paper.hidden and nn in (paper.hidden, 2 * paper.hidden)
+    assert fl["matmul_shares"][0]["k"] == k and fl["matmul_shares"][0]["share"] > 0.3
     assert sum(x["share"] for x in fl["matmul_shares"]) <= 1 + 1e-9
     assert _positive(fl["matmul_rate"]) and _positive(fl["per_structure"])
     for key in ("utilisation", "utilisation_paired", "utilisation_model_stage", "utilisation_single"):

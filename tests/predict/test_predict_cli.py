@@ -42,13 +42,16 @@ CIFS = Path(__file__).resolve().parents[2] / "examples" / "structures" / "cod_ci
 
 
 def eager(bundle: Path, paths: list[Path], params: GraphParams | None = None) -> dict[str, np.ndarray]:
-    """{structure id: [T] predictions} of a bundle, computed directly (no predict pipeline)."""
+    """{structure id: [T] predictions} of a bundle, computed directly (no predict pipeline),
+    in predict's default precision (auto) with merged edges, as predict computes them."""
+    from recinet_cli.model.precision import autocast
+
     model, info = load_bundle(bundle)
     crystals, failures = read_structures(paths)
     assert not failures
     records = featurize_crystals(crystals, params or GraphParams.from_dict(info["featurizer"]))
-    with torch.no_grad():
-        y = model(**model_inputs(model, collate(records))).double().numpy()
+    with torch.no_grad(), autocast("auto", "cpu"):
+        y = model(**model_inputs(model, collate(records), merge_edges=True)).double().numpy()
     return {c.id: y[i] for i, c in enumerate(crystals)}
 
 

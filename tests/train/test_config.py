@@ -40,7 +40,7 @@ def test_defaults_when_nothing_is_given() -> None:
     expected = TrainConfig(task=TASK)
     assert cfg == expected
     assert (cfg.epochs, cfg.lr, cfg.batch_size, cfg.blocks, cfg.seed) == (500, 1e-3, 64, 4, 123)
-    assert (cfg.precision, cfg.device, cfg.gpus, cfg.nprocs, cfg.register) == ("fp32", "auto", 0, 1, True)
+    assert (cfg.precision, cfg.device, cfg.gpus, cfg.nprocs, cfg.register) == ("auto", "auto", 0, 1, True)
     assert cfg.model == {} and cfg.patience is None and cfg.clip_grad is None
 
 
@@ -140,7 +140,7 @@ def test_malformed_or_missing_json(tmp_path: Path) -> None:
         ({"blocks": -1}, "blocks must be >= 1"),
         ({"lr": 0.0}, "lr must be > 0"),
         ({"weight_decay": -1e-5}, "weight_decay must be >= 0"),
-        ({"precision": "fp16"}, "precision must be fp32 or bf16, got 'fp16'"),
+        ({"precision": "fp16"}, "precision must be auto, fp32 or bf16, got 'fp16'"),
         ({"device": "tpu"}, "device must be auto, cpu or cuda"),
         ({"gpus": 1, "nprocs": 2}, "nprocs is for CPU runs"),
         ({"gpus": -1}, "must be >= 0"),

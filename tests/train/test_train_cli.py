@@ -22,6 +22,7 @@ from typer.testing import Result
 
 import recinet_cli.model.recinet as recinet_model
 import recinet_cli.train.engine as engine
+import recinet_cli.train.step as train_step_module
 from tests.train.helpers import (
     POSCARS,
     TASK,
@@ -106,7 +107,10 @@ def test_config_json_holds_the_resolved_flags(run_dir: Path) -> None:
     assert cfg["task"] == "folder:bandgap" and cfg["data"] == str(POSCARS) and cfg["out"] == str(run_dir)
     assert (cfg["blocks"], cfg["epochs"], cfg["batch_size"], cfg["model"]) == (1, 2, 8, {"hidden": 32})
     # what was not given keeps the defaults
-    assert (cfg["lr"], cfg["seed"], cfg["precision"], cfg["patience"], cfg["register"]) == (1e-3, 123, "fp32", None, True)
+    from recinet_cli.model.precision import resolve_precision
+
+    used = resolve_precision("auto", "cpu")  # config.json records what auto resolved to
+    assert (cfg["lr"], cfg["seed"], cfg["precision"], cfg["patience"], cfg["register"]) == (1e-3, 123, used, None, True)
     from recinet_cli.train.config import from_mapping
 
     assert from_mapping(cfg).to_dict() == cfg
@@ -214,7 +218,11 @@ def test_bundle_holds_the_best_weights_and_reproduces_the_predictions(run_dir: P
     with GraphStore(load_json(run_dir / "data.json")["graph_store"]) as store:
         index = {sid: i for i, sid in enumerate(store.ids)}
         batch = Batch.from_data_list([to_data(store[index[r["id"]]]) for r in rows])
-    pred = model.predict(batch)[:, 0].tolist()
+    from recinet_cli.model.precision import autocast
+
+    assert info["precision"] == load_json(run_dir / "config.json")["precision"] == results["precision"]
+    with torch.no_grad(), autocast(info["precision"], "cpu"):  # the precision the run evaluated in
+        pred = model.predict(batch)[:, 0].tolist()
     assert pred == pytest.approx([float(r["bandgap_pred"]) for r in rows], abs=1e-5)
 
 
@@ -292,15 +300,17 @@ def test_config_file_with_overriding_flags_and_bf16(tmp_path: Path, graph_cache:
         f'task = "folder:bandgap"\ndata = "{POSCARS}"\nepochs = 1\nbatch_size = 16\nblocks = 1\n'
         'seed = 7\nprecision = "fp32"\nregister = false\n[model]\nhidden = 32\nrbf_bins = 64\n'
     )
-    seen: list[tuple[bool, torch.dtype]] = []
-    real = engine._autocast
+    import recinet_cli.train.step as step
 
-    def spy(cfg: Any, device: torch.device) -> Any:
-        ctx = real(cfg, device)
+    seen: list[tuple[bool, torch.dtype]] = []
+    real = step.autocast
+
+    def spy(precision: str, device: Any) -> Any:
+        ctx = real(precision, device)
         seen.append((ctx._enabled, ctx.fast_dtype))
         return ctx
 
-    monkeypatch.setattr(engine, "_autocast", spy)
+    monkeypatch.setattr(step, "autocast", spy)
     run = tmp_path / "RUN"
     res = invoke(["train", "--config", config, "--batch-size", "8", "--precision", "bf16", "--hidden", "24",
                   "-o", run])
@@ -378,7 +388,7 @@ def nan_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
         if pred.requires_grad:  # a training step (evaluation runs under no_grad)
             calls["train"] += 1
             if calls["train"] > FAST_STEPS:
-                return torch.tensor(float("nan"))
+                return real(pred, target) * float("nan")  # a NaN loss with its graph, as in real life
         return real(pred, target)
 
     home = tmp_path_factory.mktemp("nan-home")
@@ -386,6 +396,7 @@ def nan_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     with pytest.MonkeyPatch.context() as mp:
         isolated_env(mp, home, session_cache(tmp_path_factory))
         mp.setattr(recinet_model, "masked_l1", poisoned)
+        mp.setattr(train_step_module, "masked_l1", poisoned)
         result = invoke(["train", *TASK, *FAST, "--epochs", "2", "-o", run])
     return Run(run, result, home / "recinet")
 
@@ -441,7 +452,7 @@ def test_batch_size_larger_than_the_train_split(tmp_path: Path, graph_cache: Pat
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
-        (["--precision", "fp16"], "precision must be fp32 or bf16, got 'fp16'"),
+        (["--precision", "fp16"], "precision must be auto, fp32 or bf16, got 'fp16'"),
         (["--epochs", "0"], "epochs must be >= 1"),
         (["--nprocs", "2", "--gpus", "1"], "nprocs is for CPU runs"),
         (["--seed", "-3"], "seed must be in"),

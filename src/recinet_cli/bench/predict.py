@@ -276,6 +276,7 @@ class PredictBenchResult:
     utilisation_model_stage: float = 0.0
     utilisation_single: float | None = None
     batched_ms_same_structures: float | None = None
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         rates = self.batched.matmul_rates
@@ -433,11 +434,12 @@ def _split_cifs(jsonl_gz: str, n: int, warmup: int, workdir: str) -> tuple[str, 
 # --------------------------------------------------------------------------- 1-2. pipeline
 
 
-def _pipeline(inputs: str, n_inputs: int, model_path: str, device: str, batch_size: int, workers: int) -> PipelineRun:
+def _pipeline(inputs: str, n_inputs: int, model_path: str, device: str, batch_size: int, workers: int,
+              precision: str = "auto") -> PipelineRun:
     from recinet_cli.prediction import predict_inputs
 
     result = predict_inputs([inputs], [], models=[model_path], device=device, batch_size=batch_size,
-                            workers=workers)
+                            precision=precision, workers=workers)
     t = result.timings
     return PipelineRun(
         inputs=n_inputs, rows=len(result.rows), failed=result.failed, structures=t.structures,
@@ -582,7 +584,8 @@ def _prepare(models: Sequence[tuple[Any, int]], records: Sequence[Sequence[Any]]
         x0 = inputs[0]
         batches.append(_Prepared(
             inputs=inputs, structures=stop - start, atoms=int(x0["atomic_numbers"].shape[0]),
-            edges=int(x0["edge_index"].shape[1]), kvectors=int(x0["k_int"].shape[0]),
+            edges=int(x0["edge_weight"].sum()) if "edge_weight" in x0 else int(x0["edge_index"].shape[1]),
+            kvectors=int(x0["k_int"].shape[0]),
             pairs=int(x0["pair_k"].shape[0]),
         ))
     return batches, t_collate, t_prepare
@@ -665,12 +668,12 @@ def model_only(models: Sequence[tuple[Any, int]], records: Sequence[Sequence[Any
     return res, shapes, probe
 
 
-def _dominant_probe(shapes: _MatmulShapes, device: torch.device) -> MatmulProbe:
+def _dominant_probe(shapes: _MatmulShapes, device: torch.device, dtype: torch.dtype = torch.float32) -> MatmulProbe:
     """The reference product: the ``(k, n)`` carrying the most FLOPs, with the median rows
-    ``m`` it was called with."""
+    ``m`` it was called with, in the dtype the forward multiplies in."""
     (k, n), _ = max(shapes.flops.items(), key=lambda kv: kv[1])
     m = int(statistics.median(shapes.rows[(k, n)]))
-    return MatmulProbe(max(1, m), k, n, device)
+    return MatmulProbe(max(1, m), k, n, device, dtype)
 
 
 def _shares(shapes: _MatmulShapes, top: int = 5) -> list[dict[str, Any]]:
@@ -699,6 +702,7 @@ def run_predict_bench(
     workdir: str | None = None,
     seed: int = 0,
     log: Callable[[str], None] | None = None,
+    precision: str = "auto",
 ) -> PredictBenchResult:
     """Run the measurements of the module docstring and return their figures.
 
@@ -718,8 +722,11 @@ def run_predict_bench(
             removed afterwards).
         seed: seeds the untrained model's weights.
         log: progress callback (one line per stage).
+        precision: ``auto``/``fp32``/``bf16`` for the pipeline and the model-only runs (the
+            reference matmul is timed in the same dtype).
     """
     from recinet_cli.bundle import load_bundle
+    from recinet_cli.model.precision import resolve_precision
     from recinet_cli.inference import bundle_params
     from recinet_cli.prediction import plan_columns
     from recinet_cli.prediction.engine import pick_device
@@ -730,6 +737,8 @@ def run_predict_bench(
     if workers is not None and workers < 0:
         raise RecinetError(f"--workers must be >= 0, got {workers}")
     dev = pick_device(device)  # validates (clear error without CUDA)
+    used = resolve_precision(precision, dev)
+    dtype = torch.bfloat16 if used == "bf16" else torch.float32
     w = default_workers(n, batch_size) if workers is None else workers
     tmp = None if workdir is not None else tempfile.mkdtemp(prefix="recinet-bench-predict-")
     root = workdir or tmp
@@ -743,9 +752,9 @@ def run_predict_bench(
         plan = plan_columns([], [model_spec])
 
         say(f"warm-up: predict {n_warm} structures on {dev}, {w} workers")
-        cold = _pipeline(warm_dir, n_warm, model_spec, str(dev), batch_size, w) if n_warm else None
+        cold = _pipeline(warm_dir, n_warm, model_spec, str(dev), batch_size, w, used) if n_warm else None
         say(f"end to end: predict {n} structures on {dev}, {w} workers, batch {batch_size}")
-        e2e = _pipeline(cif_dir, n, model_spec, str(dev), batch_size, w)
+        e2e = _pipeline(cif_dir, n, model_spec, str(dev), batch_size, w, used)
 
         loaded: list[tuple[Any, int]] = []
         params: list[Any] = []
@@ -759,15 +768,16 @@ def run_predict_bench(
         feat, records = featurize_only(cif_dir, warm_dir, params, w)
 
         say(f"model only: forward at batch {batch_size}, FLOPs counted over every batch")
-        batched, shapes, probe = model_only(loaded, records, batch_size, dev,
-                                            probe_for=lambda s, _b: _dominant_probe(s, dev))
+        batched, shapes, probe = model_only(loaded, records, batch_size, dev, precision=used,
+                                            probe_for=lambda s, _b: _dominant_probe(s, dev, dtype))
         assert probe is not None
         one = None
         k = min(single, feat.structures)
         k = k - k % batch_size if k >= batch_size else k
         if k:
             say(f"model only: forward at batch 1 over the first {k} structures")
-            one, _, _ = model_only(loaded, records, 1, dev, limit=k, probe=probe, probe_every=max(1, k // 16))
+            one, _, _ = model_only(loaded, records, 1, dev, limit=k, probe=probe, probe_every=max(1, k // 16),
+                                   precision=used)
         config = loaded[0][0].config.to_dict()
     finally:
         if tmp is not None:
@@ -778,5 +788,5 @@ def run_predict_bench(
         workers=w, batch_size=batch_size,
         warmup=cold or PipelineRun(0, 0, 0, 0, 0, 0, w, batch_size, str(dev), 0.0, 0.0, 0.0, 0.0),
         end_to_end=e2e, featurize_only=feat, batched=batched, single=one,
-        matmul_shape=probe.shape, matmul_shares=_shares(shapes),
+        matmul_shape=probe.shape, matmul_shares=_shares(shapes), precision=used,
     )
