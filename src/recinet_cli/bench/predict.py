@@ -726,8 +726,8 @@ def run_predict_bench(
             reference matmul is timed in the same dtype).
     """
     from recinet_cli.bundle import load_bundle
-    from recinet_cli.model.precision import resolve_precision
     from recinet_cli.inference import bundle_params
+    from recinet_cli.model.precision import resolve_precision
     from recinet_cli.prediction import plan_columns
     from recinet_cli.prediction.engine import pick_device
 
