@@ -104,6 +104,7 @@ def predict(model: ReciNet, datas: Sequence[Data]) -> Tensor:
 def assert_same(a: Tensor, b: Tensor, what: str, scale: float | None = None) -> None:
     """Equal to float32 tolerance: ``|a - b| <= 1e-4 * max(1, scale)``, ``scale`` defaulting
     to ``max|a|``."""
+    a, b = a.detach(), b.detach()
     scale = max(1.0, float(a.abs().max()) if scale is None else scale)
     err = float((a - b).abs().max())
     assert err <= REL_TOL * scale, f"{what}: max |diff| {err:.3g} > {REL_TOL * scale:.3g}"
