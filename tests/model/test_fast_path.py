@@ -111,6 +111,9 @@ def test_merge_duplicate_edges_keeps_every_edge(jarvis_batch: Batch) -> None:
     got = {(d, s, x): int(w) for s, d, x, w in zip(merged[0].tolist(), merged[1].tolist(), mlen.tolist(), weight.tolist())}
     assert got == original
     assert torch.all(merged[1][1:] >= merged[1][:-1])  # sorted by target
+    # batches too large for the packed 64-bit key take the row-wise path: the same result
+    big = merge_duplicate_edges(ei, length, 50_000)
+    assert torch.equal(big[0], merged) and torch.equal(big[1], mlen) and torch.equal(big[2], weight)
 
 
 def test_weighted_batch_norm_equals_expanded_rows() -> None:

@@ -148,10 +148,14 @@ def reference_formulation(net: torch.nn.Module) -> Iterator[None]:
             del conv.forward
 
 
-def _edges(batches: list[Any], config: Any, merge: bool) -> int:
-    from recinet_cli.model.recinet import prepare_inputs
+def _edges(batches: list[Any], merge: bool) -> int:
+    """Edges the local layers process over ``batches`` (after merging duplicates if ``merge``)."""
+    from recinet_cli.model.edges import merge_duplicate_edges
 
-    return sum(int(prepare_inputs(b, config, merge_edges=merge)["edge_index"].shape[1]) for b in batches)
+    if not merge:
+        return sum(int(b.edge_index.shape[1]) for b in batches)
+    return sum(int(merge_duplicate_edges(b.edge_index, torch.linalg.norm(b.edge_vec, dim=1), b.num_nodes)[0].shape[1])
+               for b in batches)
 
 
 def _infer_ms(net: Any, config: Any, batches: list[Any], precision: str, merge: bool, dev: torch.device) -> float:
@@ -228,7 +232,7 @@ def measure_fastpath(data: Any, cfg: Any, config: Any, dev: torch.device, seed: 
             batch_ms = _infer_ms(net, config, infer, precision, merge, dev)
             single_ms = _infer_ms(net, config, single, precision, merge, dev)
         return PathFigures(label, precision, t2 - t0, t1 - t0, t2 - t1, len(train), batch_ms, single_ms,
-                           mem.result.delta_bytes, _edges(train, config, merge))
+                           mem.result.delta_bytes, _edges(train, merge))
 
     reference = run("reference", "fp32", merge=False)
     fast = run("fast", fast_precision, merge=True)

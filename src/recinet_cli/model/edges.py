@@ -1,6 +1,6 @@
 """Duplicate edges of the periodic multigraph, merged with their multiplicity.
 
-The reference graph (docs/graphs.md) is a multigraph: when atoms i and j are each other's
+The reference graph (docs/graph.md) is a multigraph: when atoms i and j are each other's
 neighbours, the edge i->j appears twice (once from each atom's neighbour list), and
 symmetric crystals have many images of j at exactly the same distance from i. The local
 layer's message depends only on ``(h_i, h_j, |d_ij|)``, so edges with the same target, the

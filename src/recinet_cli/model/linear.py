@@ -15,7 +15,6 @@ autocast to bf16). fp32 products (no per-shape kernels), CUDA, TorchScript, ``to
 and ``torch.compile`` see a plain :func:`torch.nn.functional.linear`.
 """
 
-
 from typing import Optional
 
 import torch

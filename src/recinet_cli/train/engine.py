@@ -132,13 +132,6 @@ def check_sizes(data: PreparedData, cfg: TrainConfig, world: int) -> None:
         raise RecinetError(f"no training labels for {', '.join(missing)}")
 
 
-def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Adam; weight decay on weight matrices only (biases and norm parameters exempt)."""
-    from recinet_cli.train.step import make_optimizer
-
-    return make_optimizer(model, cfg.lr, cfg.weight_decay)
-
-
 # --------------------------------------------------------------------------- metrics
 
 
@@ -288,7 +281,7 @@ def run_worker(cfg: TrainConfig, data: PreparedData, run_dir: str, resume: bool,
     from torch.utils.data.distributed import DistributedSampler
 
     from recinet_cli.model.recinet import ReciNet
-    from recinet_cli.train.step import NonFinite, train_step
+    from recinet_cli.train.step import NonFinite, make_optimizer, train_step
 
     info = init_distributed(cfg.device, cfg.gpus)
     run = Path(run_dir)
@@ -321,7 +314,7 @@ def run_worker(cfg: TrainConfig, data: PreparedData, run_dir: str, resume: bool,
         val_loader = _loader(torch.utils.data.Subset(val_ds, _shard(len(val_ds), info)),
                              cfg.batch_size, None, cfg.num_workers)
         steps_per_epoch = len(train_loader)
-        opt = _optimizer(net, cfg)
+        opt = make_optimizer(net, cfg.lr, cfg.weight_decay)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
 
         start_epoch, step = 0, 0
